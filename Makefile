@@ -1,0 +1,54 @@
+# vm-dhcp. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+CACHE ?= $(HOME)/.cache/vm-dhcp
+BIN_DIR ?= bin
+TOOLS = $(CACHE)/bin
+CONTROLLER_GEN = $(TOOLS)/controller-gen
+HELM = $(TOOLS)/helm
+VERSION ?= $(shell cat VERSION 2>/dev/null || echo 0.1.0)
+GO_BUILD = CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/vm-dhcp/vm-dhcp/internal/version.Version=$(VERSION)"
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: ## Install controller-gen and helm into $(CACHE)/bin.
+	@hack/tools.sh >/dev/null
+
+.PHONY: envtest
+envtest: ## Build etcd + kube-apiserver into $(CACHE)/envtest and print the folder.
+	@hack/envtest/setup.sh
+
+.PHONY: generate
+generate: ## Regenerate deepcopy, CRDs (into the chart) and RBAC from kubebuilder markers.
+	@hack/tools.sh controller-gen >/dev/null
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+	$(CONTROLLER_GEN) crd:crdVersions=v1 paths=./api/... output:crd:artifacts:config=charts/vm-dhcp-controller/crds
+	@hack/generate-rbac.sh
+
+.PHONY: verify
+verify: generate ## Fail when generated files are stale.
+	@git diff --exit-code -- api charts config || { echo "generated files are stale: run 'make generate' and commit"; exit 1; }
+
+.PHONY: build
+build: ## Build the controller, webhook and agent binaries into bin/.
+	$(GO_BUILD) -o $(BIN_DIR)/vm-dhcp-controller ./cmd/vm-dhcp-controller
+	$(GO_BUILD) -o $(BIN_DIR)/vm-dhcp-webhook ./cmd/vm-dhcp-webhook
+	$(GO_BUILD) -o $(BIN_DIR)/vm-dhcp-agent ./coredhcp-build
+
+.PHONY: test
+test: ## Install what is missing, then run every test (unit, envtest, DHCP e2e, chart, fuzz).
+	@hack/test.sh
+
+.PHONY: bench
+bench: ## Go benchmarks (IPAM, allocation throughput).
+	go test -run '^$$' -bench . -benchmem ./controller/...
+
+.PHONY: demo
+demo: ## Local control plane, controller, webhook, an agent and a real DHCP client.
+	@hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop the demo and remove everything it started.
+	@hack/demo.sh down

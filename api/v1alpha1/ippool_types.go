@@ -1,0 +1,199 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Conditions of an IPPool.
+const (
+	// Registered: the pool is linked to its NetworkAttachmentDefinition.
+	Registered ConditionType = "Registered"
+	// CacheReady: the controller's IPAM for the pool is built from its status.
+	CacheReady ConditionType = "CacheReady"
+	// AgentReady: the pool's DHCP agent is running and ready.
+	AgentReady ConditionType = "AgentReady"
+	// Stopped: the pool is paused; its agent is removed, allocations kept.
+	Stopped ConditionType = "Stopped"
+)
+
+// Marks that stand in status.ipv4.allocated in place of a MAC address.
+const (
+	// AllocatedExcluded marks an address listed in spec.ipv4Config.pool.exclude.
+	AllocatedExcluded = "EXCLUDED"
+	// AllocatedReserved marks the server IP and the router when they lie in the range.
+	AllocatedReserved = "RESERVED"
+)
+
+// IPPool is a pool of IPv4 addresses served by DHCP on one VM network
+// (a NetworkAttachmentDefinition).
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ippl;ippls,scope=Namespaced
+// +kubebuilder:printcolumn:name="NETWORK",type=string,JSONPath=`.spec.networkName`
+// +kubebuilder:printcolumn:name="AVAILABLE",type=integer,JSONPath=`.status.ipv4.available`
+// +kubebuilder:printcolumn:name="USED",type=integer,JSONPath=`.status.ipv4.used`
+// +kubebuilder:printcolumn:name="REGISTERED",type=string,JSONPath=`.status.conditions[?(@.type=='Registered')].status`
+// +kubebuilder:printcolumn:name="CACHEREADY",type=string,JSONPath=`.status.conditions[?(@.type=='CacheReady')].status`
+// +kubebuilder:printcolumn:name="AGENTREADY",type=string,JSONPath=`.status.conditions[?(@.type=='AgentReady')].status`
+// +kubebuilder:printcolumn:name="AGE",type=date,JSONPath=`.metadata.creationTimestamp`
+type IPPool struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   IPPoolSpec   `json:"spec,omitempty"`
+	Status IPPoolStatus `json:"status,omitempty"`
+}
+
+// IPPoolSpec is what the user asks of a pool.
+type IPPoolSpec struct {
+	// IPv4Config is the subnet, the range and the DHCP options of the pool.
+	IPv4Config IPv4Config `json:"ipv4Config,omitempty"`
+
+	// NetworkName is the NetworkAttachmentDefinition the pool serves, as namespace/name.
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.networkName is immutable"
+	NetworkName string `json:"networkName"`
+
+	// Paused removes the pool's agent and keeps its allocations.
+	// +optional
+	Paused *bool `json:"paused,omitempty"`
+}
+
+// IPv4Config describes the subnet of a pool and what DHCP tells its clients.
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.router) || has(self.router)",message="spec.ipv4Config.router is immutable once set"
+type IPv4Config struct {
+	// ServerIP is the address of the pool's DHCP agent on the network.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.serverIP is immutable"
+	ServerIP IPv4Address `json:"serverIP"`
+
+	// CIDR is the subnet of the network, e.g. 192.168.100.0/24.
+	// +kubebuilder:validation:MaxLength=18
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4",message="spec.ipv4Config.cidr must be an IPv4 network such as 192.168.100.0/24"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.cidr is immutable"
+	CIDR string `json:"cidr"`
+
+	// Pool is the range of addresses handed out.
+	Pool Pool `json:"pool"`
+
+	// Router is the default gateway given to clients.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.router is immutable once set"
+	Router IPv4Address `json:"router,omitempty"`
+
+	// DNS servers given to clients (option 6).
+	// +optional
+	// +kubebuilder:validation:MaxItems=3
+	DNS []IPv4Address `json:"dns,omitempty"`
+
+	// DomainName given to clients (option 15).
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	DomainName *string `json:"domainName,omitempty"`
+
+	// DomainSearch list given to clients (option 119).
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=253
+	DomainSearch []string `json:"domainSearch,omitempty"`
+
+	// NTP servers given to clients (option 42), addresses or host names.
+	// +optional
+	// +kubebuilder:validation:MaxItems=4
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$`
+	NTP []string `json:"ntp,omitempty"`
+
+	// LeaseTime in seconds (option 51).
+	// +optional
+	LeaseTime *int `json:"leaseTime,omitempty"`
+
+	// MTU given to clients (option 26). Not in Harvester's API.
+	// +optional
+	// +kubebuilder:validation:Minimum=68
+	// +kubebuilder:validation:Maximum=65535
+	MTU *int `json:"mtu,omitempty"`
+
+	// Routes are classless static routes given to clients (option 121).
+	// Not in Harvester's API.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// Pool is the range of addresses a pool hands out.
+type Pool struct {
+	// Start is the first address of the range.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.pool.start is immutable"
+	Start IPv4Address `json:"start"`
+
+	// End is the last address of the range.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.pool.end is immutable"
+	End IPv4Address `json:"end"`
+
+	// Exclude lists addresses of the range that are never handed out.
+	// +optional
+	Exclude []IPv4Address `json:"exclude,omitempty"`
+}
+
+// Route is one classless static route.
+type Route struct {
+	// Destination network, e.g. 10.10.0.0/16.
+	// +kubebuilder:validation:MaxLength=18
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4",message="destination must be an IPv4 network such as 10.10.0.0/16"
+	Destination string `json:"destination"`
+	// Gateway for the destination; must lie in the pool's CIDR.
+	Gateway IPv4Address `json:"gateway"`
+}
+
+// IPPoolStatus is the state of a pool. status.ipv4.allocated is the source of
+// truth for every allocation: a restarted controller rebuilds its IPAM from it.
+type IPPoolStatus struct {
+	// +optional
+	LastUpdate metav1.Time `json:"lastUpdate,omitempty"`
+
+	// +optional
+	IPv4 *IPv4Status `json:"ipv4,omitempty"`
+
+	// +optional
+	AgentPodRef *PodReference `json:"agentPodRef,omitempty"`
+
+	// +optional
+	Conditions []Condition `json:"conditions,omitempty"`
+}
+
+// IPv4Status holds the allocations of a pool.
+type IPv4Status struct {
+	// Allocated maps an address to the MAC address it is allocated to, or to
+	// EXCLUDED / RESERVED.
+	// +optional
+	Allocated map[string]string `json:"allocated,omitempty"`
+	Used      int               `json:"used"`
+	Available int               `json:"available"`
+}
+
+// PodReference names the agent pod of a pool.
+type PodReference struct {
+	Namespace string    `json:"namespace,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	Image     string    `json:"image,omitempty"`
+	UID       types.UID `json:"uid,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// IPPoolList is a list of IPPools.
+type IPPoolList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []IPPool `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&IPPool{}, &IPPoolList{})
+}
+
+// IsPaused reports whether spec.paused is set and true.
+func (p *IPPool) IsPaused() bool { return p.Spec.Paused != nil && *p.Spec.Paused }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests use when they are missing: real DHCP
+# clients (dhclient, udhcpc, dhcpcd), perfdhcp and Kea for benchmarks.
+set -euo pipefail
+need=()
+command -v dhclient >/dev/null || need+=(isc-dhcp-client)
+command -v udhcpc >/dev/null || need+=(udhcpc)
+command -v dhcpcd >/dev/null || need+=(dhcpcd-base)
+command -v perfdhcp >/dev/null || need+=(kea-admin)
+command -v kea-dhcp4 >/dev/null || need+=(kea-dhcp4-server)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -eq 0 ]; then
+  echo "deps: all present"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: missing ${need[*]}; run as root or install them" >&2
+  exit 1
+fi
+echo "deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
