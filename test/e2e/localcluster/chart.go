@@ -135,11 +135,11 @@ func rewriteWebhookClientConfig(obj *unstructured.Unstructured, port int) (int, 
 // containerCommand is one container of a rendered Deployment as the stand-in
 // replays it: arguments with $(VAR) references expanded, and the env.
 type containerCommand struct {
-	Deployment string
-	Container  string
-	Image      string
-	Args       []string
-	Env        map[string]string
+	Deployment     string
+	Container      string
+	Image          string
+	Args           []string
+	Env            map[string]string
 	ServiceAccount string
 }
 

@@ -91,7 +91,7 @@ type Cluster struct {
 	kubelet *kubelet
 	cancel  context.CancelFunc
 
-	WebhookPort    int
+	WebhookPort           int
 	ControllerMetricsAddr string
 }
 
