@@ -1,0 +1,110 @@
+// Package controller reconciles IPPools, VirtualMachineNetworkConfigs and
+// KubeVirt VirtualMachines: it allocates addresses (the IPPool status is the
+// source of truth) and runs one DHCP agent pod per active pool.
+package controller
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
+)
+
+// Labels and annotations (docs/interfaces.md).
+const (
+	LabelAppName           = "app.kubernetes.io/name"
+	AgentAppName           = "vm-dhcp-agent"
+	LabelIPPoolNamespace   = "network.harvesterhci.io/ippool-namespace"
+	LabelIPPoolName        = "network.harvesterhci.io/ippool-name"
+	LabelClusterNetwork    = "network.harvesterhci.io/clusternetwork"
+	LabelVMName            = "harvesterhci.io/vmName"
+	AnnotationMACAddresses = "harvesterhci.io/mac-address"
+	AnnotationHoldUpgrade  = "network.harvesterhci.io/hold-ippool-agent-upgrade"
+	AnnotationMultus       = "k8s.v1.cni.cncf.io/networks"
+
+	// AnnotationConfigHash on the agent pod: hash of the config it was started with.
+	AnnotationConfigHash = "network.harvesterhci.io/agent-config-hash"
+	// AnnotationSpecHash on the agent pod: hash of the rest of its desired spec.
+	AnnotationSpecHash = "network.harvesterhci.io/agent-spec-hash"
+	// AnnotationGeneratedHash on the ConfigMap: hash of the content the
+	// controller generated. Content with another hash is the user's.
+	AnnotationGeneratedHash = "network.harvesterhci.io/generated-config-hash"
+	// AnnotationUserHash on the ConfigMap: the user content already reported
+	// by an event, so that the event is not repeated on every reconcile.
+	AnnotationUserHash = "network.harvesterhci.io/user-config-hash"
+
+	// Finalizer on IPPools and VirtualMachineNetworkConfigs.
+	Finalizer = "network.harvesterhci.io/vm-dhcp-controller"
+
+	ConfigKey        = "config.yaml"
+	ConfigMountPath  = "/etc/coredhcp"
+	SnapshotDir      = "/var/lib/vm-dhcp"
+	AgentContainer   = "agent"
+	AgentHealthPort  = 8080
+	AgentInterface   = "eth1"
+	maxPodNameLength = 63
+)
+
+// AgentPodName is <pool-namespace>-<pool-name>-agent, shortened with a hash
+// of the full name when longer than a pod name may be.
+func AgentPodName(pool *v1alpha1.IPPool) string {
+	return shorten(pool.Namespace+"-"+pool.Name+"-agent", maxPodNameLength)
+}
+
+// AgentConfigMapName is <pool-namespace>-<pool-name>-agent-config.
+func AgentConfigMapName(pool *v1alpha1.IPPool) string {
+	return shorten(pool.Namespace+"-"+pool.Name+"-agent-config", 253)
+}
+
+func shorten(name string, max int) string {
+	if len(name) <= max {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	suffix := hex.EncodeToString(sum[:])[:8]
+	return strings.TrimRight(name[:max-len(suffix)-1], "-.") + "-" + suffix
+}
+
+// agentLabels are the labels of a pool's agent pod and ConfigMap.
+func agentLabels(pool *v1alpha1.IPPool) map[string]string {
+	return map[string]string{
+		LabelAppName:         AgentAppName,
+		LabelIPPoolNamespace: pool.Namespace,
+		LabelIPPoolName:      pool.Name,
+	}
+}
+
+// ipamConfig is the part of a pool's spec its IPAM is built from.
+func ipamConfig(pool *v1alpha1.IPPool) ipam.Config {
+	c := pool.Spec.IPv4Config
+	ex := make([]string, 0, len(c.Pool.Exclude))
+	for _, e := range c.Pool.Exclude {
+		ex = append(ex, string(e))
+	}
+	return ipam.Config{CIDR: c.CIDR, Start: string(c.Pool.Start), End: string(c.Pool.End),
+		ServerIP: string(c.ServerIP), Router: string(c.Router), Exclude: ex}
+}
+
+// normalizeNetwork writes a network name as namespace/name; a bare name is
+// in defaultNamespace (as multus reads it).
+func normalizeNetwork(network, defaultNamespace string) string {
+	if strings.Contains(network, "/") {
+		return network
+	}
+	return defaultNamespace + "/" + network
+}
+
+func splitNetwork(network string) (namespace, name string, err error) {
+	ns, n, ok := strings.Cut(network, "/")
+	if !ok || ns == "" || n == "" {
+		return "", "", fmt.Errorf("network name %q is not namespace/name", network)
+	}
+	return ns, n, nil
+}
+
+func intstrPort(p int) intstr.IntOrString { return intstr.FromInt32(int32(p)) }

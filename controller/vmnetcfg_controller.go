@@ -1,0 +1,261 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
+)
+
+// Reasons of a VMNetCfg's Allocated condition and events.
+const (
+	ReasonAllocated        = "Allocated"
+	ReasonNoIPPool         = "NoIPPool"
+	ReasonPoolPaused       = "IPPoolPaused"
+	ReasonPoolExhausted    = "IPPoolExhausted"
+	ReasonAddressTaken     = "AddressUnavailable"
+	ReasonAllocationFailed = "AllocationFailed"
+	ReasonVMNetCfgPaused   = "Paused"
+)
+
+// safetyRequeue is how long a VMNetCfg that could not get every address
+// waits before looking again on its own; changes of its pool (unpause,
+// release, creation) wake it earlier through the IPPool watch. Long, so a
+// failure is never a hot loop.
+const safetyRequeue = 5 * time.Minute
+
+// VMNetCfgReconciler allocates the addresses of VirtualMachineNetworkConfigs.
+//
+// +kubebuilder:rbac:groups=network.harvesterhci.io,resources=virtualmachinenetworkconfigs,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=network.harvesterhci.io,resources=virtualmachinenetworkconfigs/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=network.harvesterhci.io,resources=virtualmachinenetworkconfigs/finalizers,verbs=update
+type VMNetCfgReconciler struct {
+	client.Client
+	Store    *PoolStore
+	Recorder recorder.EventRecorder
+	Metrics  *Metrics
+}
+
+// nicKey identifies a NIC across spec and status.
+type nicKey struct{ network, mac string }
+
+func (r *VMNetCfgReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	vnc := &v1alpha1.VirtualMachineNetworkConfig{}
+	if err := r.Get(ctx, req.NamespacedName, vnc); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.deleteMetrics(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("get vmnetcfg %s: %w", req.NamespacedName, err)
+	}
+	if !vnc.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, vnc)
+	}
+	if !controllerutil.ContainsFinalizer(vnc, Finalizer) {
+		// Before any address is recorded: a deletion must find it to release.
+		controllerutil.AddFinalizer(vnc, Finalizer)
+		if err := r.Update(ctx, vnc); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer to vmnetcfg %s: %w", req.NamespacedName, err)
+		}
+	}
+
+	wanted := map[nicKey]bool{}
+	for _, nc := range vnc.Spec.NetworkConfigs {
+		wanted[nicKey{normalizeNetwork(nc.NetworkName, vnc.Namespace), ipam.NormalizeMAC(nc.MACAddress)}] = true
+	}
+	prev := map[nicKey]v1alpha1.NetworkConfigStatus{}
+	var statuses []v1alpha1.NetworkConfigStatus
+	// NICs gone from the spec: Stale, released, then dropped. One that
+	// cannot be released yet stays Stale in the status and is retried.
+	for _, st := range vnc.Status.NetworkConfigs {
+		k := nicKey{normalizeNetwork(st.NetworkName, vnc.Namespace), ipam.NormalizeMAC(st.MACAddress)}
+		if wanted[k] {
+			prev[k] = st
+			continue
+		}
+		if err := r.release(ctx, k); err != nil {
+			st.State = v1alpha1.StateStale
+			statuses = append(statuses, st)
+			continue
+		}
+		r.Recorder.Eventf(vnc, nil, corev1.EventTypeNormal, "Released", "Release", "released %s of %s on %s", st.AllocatedIPAddress, st.MACAddress, k.network)
+	}
+
+	var problems []string
+	reason := ReasonAllocated
+	for _, nc := range vnc.Spec.NetworkConfigs {
+		k := nicKey{normalizeNetwork(nc.NetworkName, vnc.Namespace), ipam.NormalizeMAC(nc.MACAddress)}
+		st := v1alpha1.NetworkConfigStatus{NetworkName: nc.NetworkName, MACAddress: nc.MACAddress,
+			AllocatedIPAddress: prev[k].AllocatedIPAddress, State: v1alpha1.StatePending}
+		why, msg, err := r.allocate(ctx, vnc, k, nc, &st)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if why != "" {
+			reason = why
+			problems = append(problems, msg)
+			r.Recorder.Eventf(vnc, nil, corev1.EventTypeWarning, why, "Allocate", msg)
+		}
+		statuses = append(statuses, st)
+	}
+
+	now := metav1.Now()
+	newStatus := vnc.Status.DeepCopy()
+	newStatus.NetworkConfigs = statuses
+	if len(problems) == 0 {
+		v1alpha1.SetCondition(&newStatus.Conditions, v1alpha1.Allocated, corev1.ConditionTrue, ReasonAllocated, "", now)
+	} else {
+		v1alpha1.SetCondition(&newStatus.Conditions, v1alpha1.Allocated, corev1.ConditionFalse, reason, strings.Join(problems, "; "), now)
+	}
+	if vnc.IsPaused() {
+		v1alpha1.SetCondition(&newStatus.Conditions, v1alpha1.Disabled, corev1.ConditionTrue, ReasonVMNetCfgPaused, "spec.paused is true", now)
+	} else {
+		v1alpha1.SetCondition(&newStatus.Conditions, v1alpha1.Disabled, corev1.ConditionFalse, "", "", now)
+	}
+	v1alpha1.SetCondition(&newStatus.Conditions, v1alpha1.InSynced, corev1.ConditionTrue, "", "", now)
+	if !equality.Semantic.DeepEqual(newStatus, &vnc.Status) {
+		vnc.Status = *newStatus
+		// Update with the resourceVersion read: a concurrent change means
+		// our view is old; the next reconcile redoes it (allocations are
+		// idempotent per MAC, so nothing is taken twice).
+		if err := r.Status().Update(ctx, vnc); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{Requeue: true}, nil
+			}
+			return ctrl.Result{}, fmt.Errorf("write status of vmnetcfg %s: %w", req.NamespacedName, err)
+		}
+	}
+	r.setMetrics(vnc)
+	if len(problems) > 0 {
+		return ctrl.Result{RequeueAfter: safetyRequeue}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// allocate fills st for one NIC. It returns a reason and message when the
+// NIC cannot have an address now, or an error to retry.
+func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.VirtualMachineNetworkConfig, k nicKey, nc v1alpha1.NetworkConfig, st *v1alpha1.NetworkConfigStatus) (string, string, error) {
+	pool, err := networkOwner(ctx, r.Client, k.network)
+	if err != nil {
+		return "", "", err
+	}
+	if pool == nil {
+		st.AllocatedIPAddress = ""
+		return ReasonNoIPPool, fmt.Sprintf("network %s has no IPPool", k.network), nil
+	}
+	if pool.IsPaused() {
+		// Allocations of a paused pool are kept as they are; nothing new.
+		return ReasonPoolPaused, fmt.Sprintf("ippool %s/%s of network %s is paused", pool.Namespace, pool.Name, k.network), nil
+	}
+	poolKey := types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}
+	if vnc.IsPaused() {
+		// The address stays recorded for the MAC in the pool (so it is not
+		// handed to anyone else and comes back on unpause); the NIC is Pending.
+		if ip, ok := r.lookup(ctx, poolKey, k.mac); ok {
+			st.AllocatedIPAddress = ip
+		}
+		return "", "", nil
+	}
+	want := ""
+	if nc.IPAddress != nil {
+		want = string(*nc.IPAddress)
+	}
+	var ip string
+	err = r.Store.Do(ctx, poolKey, AllocateOp(k.mac, want, &ip))
+	switch {
+	case err == nil:
+		st.AllocatedIPAddress, st.State = ip, v1alpha1.StateAllocated
+		return "", "", nil
+	case errors.Is(err, ipam.ErrExhausted):
+		return ReasonPoolExhausted, fmt.Sprintf("ippool %s has no free address for %s", poolKey, nc.MACAddress), nil
+	case errors.Is(err, ipam.ErrAllocated), errors.Is(err, ipam.ErrUnavailable), errors.Is(err, ipam.ErrOutsidePool):
+		return ReasonAddressTaken, fmt.Sprintf("requested address for %s in ippool %s: %v", nc.MACAddress, poolKey, err), nil
+	case errors.Is(err, ipam.ErrInvalidConfig), errors.Is(err, ErrPoolGone):
+		return ReasonAllocationFailed, fmt.Sprintf("ippool %s cannot allocate: %v", poolKey, err), nil
+	default:
+		return "", "", fmt.Errorf("allocate for %s in %s: %w", nc.MACAddress, poolKey, err)
+	}
+}
+
+func (r *VMNetCfgReconciler) lookup(ctx context.Context, poolKey types.NamespacedName, mac string) (string, bool) {
+	var ip string
+	var found bool
+	err := r.Store.Do(ctx, poolKey, func(_ *v1alpha1.IPPool, am *ipam.Pool) error {
+		ip, found = am.Lookup(mac)
+		return nil
+	})
+	return ip, err == nil && found
+}
+
+// release frees the address of a NIC in its network's pool. A network
+// without a pool has nothing to release.
+func (r *VMNetCfgReconciler) release(ctx context.Context, k nicKey) error {
+	pool, err := networkOwner(ctx, r.Client, k.network)
+	if err != nil || pool == nil {
+		return err
+	}
+	err = r.Store.Do(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}, ReleaseOp(k.mac))
+	if errors.Is(err, ErrPoolGone) || errors.Is(err, ipam.ErrInvalidConfig) {
+		return nil
+	}
+	return err
+}
+
+func (r *VMNetCfgReconciler) finalize(ctx context.Context, vnc *v1alpha1.VirtualMachineNetworkConfig) error {
+	seen := map[nicKey]bool{}
+	for _, nc := range vnc.Spec.NetworkConfigs {
+		seen[nicKey{normalizeNetwork(nc.NetworkName, vnc.Namespace), ipam.NormalizeMAC(nc.MACAddress)}] = true
+	}
+	for _, st := range vnc.Status.NetworkConfigs {
+		seen[nicKey{normalizeNetwork(st.NetworkName, vnc.Namespace), ipam.NormalizeMAC(st.MACAddress)}] = true
+	}
+	keys := make([]nicKey, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].network+keys[i].mac < keys[j].network+keys[j].mac })
+	for _, k := range keys {
+		if err := r.release(ctx, k); err != nil {
+			return fmt.Errorf("release %s on %s for deleted vmnetcfg %s/%s: %w", k.mac, k.network, vnc.Namespace, vnc.Name, err)
+		}
+	}
+	r.deleteMetrics(types.NamespacedName{Namespace: vnc.Namespace, Name: vnc.Name})
+	if controllerutil.RemoveFinalizer(vnc, Finalizer) {
+		if err := r.Update(ctx, vnc); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("remove finalizer of vmnetcfg %s/%s: %w", vnc.Namespace, vnc.Name, err)
+		}
+	}
+	return nil
+}
+
+func (r *VMNetCfgReconciler) setMetrics(vnc *v1alpha1.VirtualMachineNetworkConfig) {
+	if r.Metrics == nil {
+		return
+	}
+	key := types.NamespacedName{Namespace: vnc.Namespace, Name: vnc.Name}
+	r.deleteMetrics(key)
+	for _, st := range vnc.Status.NetworkConfigs {
+		r.Metrics.VMNetCfg.WithLabelValues(key.String(), st.NetworkName, st.MACAddress, st.AllocatedIPAddress, string(st.State)).Set(1)
+	}
+}
+
+func (r *VMNetCfgReconciler) deleteMetrics(key types.NamespacedName) {
+	if r.Metrics != nil {
+		r.Metrics.VMNetCfg.DeletePartialMatch(map[string]string{"vmnetcfg": key.String()})
+	}
+}
