@@ -52,3 +52,19 @@ demo: ## Local control plane, controller, webhook, an agent and a real DHCP clie
 .PHONY: demo-down
 demo-down: ## Stop the demo and remove everything it started.
 	@hack/demo.sh down
+
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+IMAGE_REGISTRY ?=
+IMAGE_TAG ?= $(VERSION)
+
+.PHONY: images
+images: ## Build the controller, webhook and agent images (needs docker or podman).
+	@if [ -z "$(CONTAINER_ENGINE)" ]; then \
+	  echo "images: no container engine found: install docker or podman, or set CONTAINER_ENGINE=/path/to/engine" >&2; exit 1; fi
+	@"$(CONTAINER_ENGINE)" info >/dev/null 2>&1 || { \
+	  echo "images: $(CONTAINER_ENGINE) is installed but its daemon does not answer ('$(CONTAINER_ENGINE) info' fails): start it first" >&2; exit 1; }
+	@for c in controller webhook agent; do \
+	  img="$(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/)vm-dhcp/vm-dhcp-$$c:$(IMAGE_TAG)"; \
+	  echo "images: building $$img"; \
+	  "$(CONTAINER_ENGINE)" build -f build/$$c.Dockerfile --build-arg VERSION=$(VERSION) -t "$$img" . || exit 1; \
+	done
