@@ -247,3 +247,5 @@ func gaugeValue(g *prometheus.GaugeVec, labels ...string) float64 {
 	}
 	return testutil.ToFloat64(m)
 }
+
+func isConflict(err error) bool { return apierrors.IsConflict(err) }
