@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -134,7 +135,27 @@ func startController(t testing.TB, o managerOpts) *running {
 		}
 	}
 	t.Cleanup(r.stop)
+	runningMu.Lock()
+	runningControllers = append(runningControllers, r)
+	runningMu.Unlock()
 	return r
+}
+
+var (
+	runningMu          sync.Mutex
+	runningControllers []*running
+)
+
+// stopAllControllers stops every controller started so far.
+func stopAllControllers(t testing.TB) {
+	t.Helper()
+	runningMu.Lock()
+	rs := runningControllers
+	runningControllers = nil
+	runningMu.Unlock()
+	for _, r := range rs {
+		r.stop()
+	}
 }
 
 // newNamespace creates a namespace for one test.
