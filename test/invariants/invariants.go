@@ -1,0 +1,137 @@
+// Package invariants checks, from what the API server holds, that no address
+// is lost, doubled or inconsistent: the properties every fault scenario of
+// the reliability suite ends by asserting.
+package invariants
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
+)
+
+// Violation is one broken invariant.
+type Violation struct {
+	Kind   string // short name of the invariant
+	Object string // namespace/name of the object it concerns
+	Detail string
+}
+
+func (v Violation) String() string { return fmt.Sprintf("%s: %s: %s", v.Kind, v.Object, v.Detail) }
+
+// Check reads every IPPool and VirtualMachineNetworkConfig and returns the
+// violations found, sorted. An empty result means the state is consistent.
+func Check(ctx context.Context, c client.Reader) ([]Violation, error) {
+	var pools v1alpha1.IPPoolList
+	if err := c.List(ctx, &pools); err != nil {
+		return nil, fmt.Errorf("list ippools: %w", err)
+	}
+	var cfgs v1alpha1.VirtualMachineNetworkConfigList
+	if err := c.List(ctx, &cfgs); err != nil {
+		return nil, fmt.Errorf("list vmnetcfgs: %w", err)
+	}
+	return Evaluate(pools.Items, cfgs.Items), nil
+}
+
+// Evaluate is Check on objects already read.
+func Evaluate(pools []v1alpha1.IPPool, cfgs []v1alpha1.VirtualMachineNetworkConfig) []Violation {
+	var out []Violation
+	add := func(kind, obj, format string, args ...any) {
+		out = append(out, Violation{Kind: kind, Object: obj, Detail: fmt.Sprintf(format, args...)})
+	}
+
+	// What the VMNetCfgs claim: network -> mac -> ip, for entries Allocated.
+	type claim struct{ ip, owner string }
+	claims := map[string]map[string]claim{}
+	for i := range cfgs {
+		v := &cfgs[i]
+		name := v.Namespace + "/" + v.Name
+		for _, s := range v.Status.NetworkConfigs {
+			if s.State != v1alpha1.StateAllocated {
+				continue
+			}
+			mac := ipam.NormalizeMAC(s.MACAddress)
+			if claims[s.NetworkName] == nil {
+				claims[s.NetworkName] = map[string]claim{}
+			}
+			if prev, dup := claims[s.NetworkName][mac]; dup && prev.ip != s.AllocatedIPAddress {
+				add("mac-two-addresses", name, "MAC %s on %s holds %s here and %s in %s", mac, s.NetworkName, s.AllocatedIPAddress, prev.ip, prev.owner)
+			}
+			claims[s.NetworkName][mac] = claim{ip: s.AllocatedIPAddress, owner: name}
+		}
+	}
+
+	poolByNetwork := map[string]*v1alpha1.IPPool{}
+	for i := range pools {
+		p := &pools[i]
+		name := p.Namespace + "/" + p.Name
+		poolByNetwork[p.Spec.NetworkName] = p
+		var allocated map[string]string
+		used, available := 0, 0
+		if p.Status.IPv4 != nil {
+			allocated, used, available = p.Status.IPv4.Allocated, p.Status.IPv4.Used, p.Status.IPv4.Available
+		}
+
+		// An address maps to one MAC by construction of the map; a MAC must
+		// not hold two addresses.
+		ipOfMAC := map[string]string{}
+		nMACs := 0
+		for ip, mac := range allocated {
+			if mac == ipam.MarkExcluded || mac == ipam.MarkReserved {
+				continue
+			}
+			nMACs++
+			m := ipam.NormalizeMAC(mac)
+			if prev, dup := ipOfMAC[m]; dup {
+				add("mac-two-addresses", name, "MAC %s holds %s and %s", m, prev, ip)
+			}
+			ipOfMAC[m] = ip
+			c, ok := claims[p.Spec.NetworkName][m]
+			switch {
+			case !ok:
+				add("leak", name, "%s allocated to %s but no VirtualMachineNetworkConfig has it Allocated", ip, m)
+			case c.ip != ip:
+				add("mismatch", name, "%s allocated to %s but %s records %s", ip, m, c.owner, c.ip)
+			}
+		}
+		for m, c := range claims[p.Spec.NetworkName] {
+			if _, ok := ipOfMAC[m]; !ok {
+				add("missing-entry", c.owner, "Allocated %s for %s on %s has no entry in IPPool %s", c.ip, m, p.Spec.NetworkName, name)
+			}
+		}
+
+		if used != nMACs {
+			add("counts", name, "used=%d but %d addresses are allocated to MACs", used, nMACs)
+		}
+		if pool, err := ipam.New(ipam.Config{
+			CIDR: p.Spec.IPv4Config.CIDR, Start: string(p.Spec.IPv4Config.Pool.Start), End: string(p.Spec.IPv4Config.Pool.End),
+			ServerIP: string(p.Spec.IPv4Config.ServerIP), Router: string(p.Spec.IPv4Config.Router), Exclude: toStrings(p.Spec.IPv4Config.Pool.Exclude),
+		}); err == nil {
+			if want := pool.Available() - nMACs; p.Status.IPv4 != nil && available != want {
+				add("counts", name, "available=%d but the range leaves %d", available, want)
+			}
+		}
+	}
+	for network, macs := range claims {
+		if poolByNetwork[network] != nil {
+			continue
+		}
+		for m, c := range macs {
+			add("missing-entry", c.owner, "Allocated %s for %s on %s, a network with no IPPool", c.ip, m, network)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+func toStrings(in []v1alpha1.IPv4Address) []string {
+	out := make([]string, len(in))
+	for i, a := range in {
+		out[i] = string(a)
+	}
+	return out
+}
