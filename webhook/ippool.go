@@ -1,0 +1,358 @@
+package webhook
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+
+	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
+)
+
+// Options are facts about the cluster that come from flags.
+type Options struct {
+	// ServiceCIDR and PodCIDR, when valid, are networks no pool may overlap:
+	// a VM network that shadows them breaks the cluster's own traffic.
+	ServiceCIDR netip.Prefix
+	PodCIDR     netip.Prefix
+}
+
+// Limits of the pool's DHCP options.
+const (
+	MinLeaseTime = 60 // seconds; shorter leases make clients renew in a storm
+	MinMTU       = 68 // RFC 791's minimum
+	MaxMTU       = 65535
+	MaxPrefixLen = 30 // a /31 or /32 has no room for a server and a client
+)
+
+const ipv4Path = "spec.ipv4Config"
+
+// ValidateIPPool decides an admission of an IPPool. For Create and Update
+// pool is the new object (old is the stored one on Update); for Delete pool
+// is the stored object. It returns the reasons to refuse, or an error when
+// the cluster could not be read. It never panics, whatever the object.
+func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1.Operation, pool, old *v1alpha1.IPPool) (FieldErrors, error) {
+	if pool == nil {
+		return FieldErrors{{Field: "object", Reason: "is missing"}}, nil
+	}
+	switch op {
+	case admissionv1.Delete:
+		return validateIPPoolDelete(ctx, lk, pool)
+	case admissionv1.Update:
+		es := ValidateIPPoolSpec(pool, opts)
+		if old != nil {
+			es = append(es, strandedAllocations(old, pool)...)
+		}
+		return es, nil
+	default:
+		es := ValidateIPPoolSpec(pool, opts)
+		more, err := validateIPPoolNetwork(ctx, lk, pool)
+		return append(es, more...), err
+	}
+}
+
+// ValidateIPPoolSpec checks what can be checked of an IPPool without the
+// cluster: addresses, ranges and options.
+func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
+	var es FieldErrors
+	checkNetworkName(&es, "spec.networkName", pool.Spec.NetworkName)
+	c := pool.Spec.IPv4Config
+
+	cidr, cidrOK := parseIPv4Prefix(c.CIDR)
+	switch {
+	case c.CIDR == "":
+		es.add(ipv4Path+".cidr", "", "is required, e.g. 192.168.100.0/24")
+	case !cidrOK:
+		es.add(ipv4Path+".cidr", c.CIDR, "is not an IPv4 network such as 192.168.100.0/24")
+	case cidr.Bits() > MaxPrefixLen:
+		es.add(ipv4Path+".cidr", c.CIDR, "has a prefix longer than /%d: no room for a server and clients", MaxPrefixLen)
+		cidrOK = false
+	default:
+		for _, other := range []struct {
+			name   string
+			prefix netip.Prefix
+		}{{"service CIDR", opts.ServiceCIDR}, {"pod CIDR", opts.PodCIDR}} {
+			if other.prefix.IsValid() && cidr.Overlaps(other.prefix) {
+				es.add(ipv4Path+".cidr", c.CIDR, "overlaps the cluster's %s %s", other.name, other.prefix)
+			}
+		}
+	}
+
+	var server netip.Addr
+	if c.ServerIP == "" {
+		es.add(ipv4Path+".serverIP", "", "is required (the webhook fills it in on create when the cidr is valid)")
+	} else {
+		server, _ = checkHostIn(&es, ipv4Path+".serverIP", string(c.ServerIP), cidr, cidrOK)
+	}
+	var router netip.Addr
+	if c.Router != "" {
+		router, _ = checkHostIn(&es, ipv4Path+".router", string(c.Router), cidr, cidrOK)
+	}
+	if server.IsValid() && server == router {
+		es.add(ipv4Path+".serverIP", string(c.ServerIP), "is the same address as spec.ipv4Config.router")
+	}
+
+	var start, end netip.Addr
+	for _, f := range []struct {
+		name  string
+		value v1alpha1.IPv4Address
+		out   *netip.Addr
+	}{{"start", c.Pool.Start, &start}, {"end", c.Pool.End, &end}} {
+		if f.value == "" {
+			es.add(ipv4Path+".pool."+f.name, "", "is required (the webhook fills it in on create when the cidr is valid)")
+			continue
+		}
+		*f.out, _ = checkHostIn(&es, ipv4Path+".pool."+f.name, string(f.value), cidr, cidrOK)
+	}
+	rangeOK := start.IsValid() && end.IsValid()
+	if rangeOK && start.Compare(end) > 0 {
+		es.add(ipv4Path+".pool.start", string(c.Pool.Start), "is after spec.ipv4Config.pool.end %s", c.Pool.End)
+		rangeOK = false
+	}
+
+	seen := map[netip.Addr]bool{}
+	for i, e := range c.Pool.Exclude {
+		field := fmt.Sprintf("%s.pool.exclude[%d]", ipv4Path, i)
+		a, ok := parseIPv4(string(e))
+		switch {
+		case !ok:
+			es.add(field, string(e), "is not an IPv4 address")
+		case seen[a]:
+			es.add(field, string(e), "is listed twice")
+		case rangeOK && (a.Less(start) || end.Less(a)):
+			es.add(field, string(e), "is outside the range %s-%s", start, end)
+		}
+		if ok {
+			seen[a] = true
+		}
+	}
+
+	for i, d := range c.DNS {
+		field := fmt.Sprintf("%s.dns[%d]", ipv4Path, i)
+		a, ok := parseIPv4(string(d))
+		switch {
+		case !ok:
+			es.add(field, string(d), "is not an IPv4 address")
+		case a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			es.add(field, string(d), "is not a unicast address")
+		// A DNS server may live outside the pool's network (1.1.1.1 in
+		// Harvester's own example), but never on its network or broadcast address.
+		case cidrOK && cidr.Contains(a) && hostRole(cidr, a) != "":
+			es.add(field, string(d), "%s", hostRole(cidr, a))
+		}
+	}
+
+	if c.DomainName != nil {
+		checkDomainName(&es, ipv4Path+".domainName", *c.DomainName)
+	}
+	for i, d := range c.DomainSearch {
+		checkDomainName(&es, fmt.Sprintf("%s.domainSearch[%d]", ipv4Path, i), d)
+	}
+	for i, n := range c.NTP {
+		if _, ok := parseIPv4(n); ok {
+			continue
+		}
+		if n == "" || strings.Count(n, ".") == 3 && strings.Trim(n, "0123456789.") == "" {
+			es.add(fmt.Sprintf("%s.ntp[%d]", ipv4Path, i), n, "is neither an IPv4 address nor a host name")
+			continue
+		}
+		checkDomainName(&es, fmt.Sprintf("%s.ntp[%d]", ipv4Path, i), n)
+	}
+
+	if c.LeaseTime != nil {
+		lt := *c.LeaseTime
+		switch {
+		case lt < MinLeaseTime:
+			es.add(ipv4Path+".leaseTime", strconv.Itoa(lt), "is shorter than %d seconds", MinLeaseTime)
+		case int64(lt) >= math.MaxUint32: // 0xffffffff means "infinite" in DHCP
+			es.add(ipv4Path+".leaseTime", strconv.Itoa(lt), "is longer than %d seconds", uint32(math.MaxUint32-1))
+		}
+	}
+	if c.MTU != nil && (*c.MTU < MinMTU || *c.MTU > MaxMTU) {
+		es.add(ipv4Path+".mtu", strconv.Itoa(*c.MTU), "is outside %d-%d", MinMTU, MaxMTU)
+	}
+
+	for i, r := range c.Routes {
+		field := fmt.Sprintf("%s.routes[%d]", ipv4Path, i)
+		dst, ok := parseIPv4Prefix(r.Destination)
+		switch {
+		case !ok:
+			es.add(field+".destination", r.Destination, "is not an IPv4 network such as 10.10.0.0/16")
+		case dst.Masked() != dst:
+			// Option 121 sends only the significant octets: host bits would be lost.
+			es.add(field+".destination", r.Destination, "has host bits set (did you mean %s?)", dst.Masked())
+		}
+		if r.Gateway == "" {
+			es.add(field+".gateway", "", "is required")
+			continue
+		}
+		checkHostIn(&es, field+".gateway", string(r.Gateway), cidr, cidrOK)
+	}
+	return es
+}
+
+// validateIPPoolNetwork checks on create that the pool's network exists and
+// that no other pool serves it: two agents answering on one network would
+// hand out conflicting leases.
+func validateIPPoolNetwork(ctx context.Context, lk Lookup, pool *v1alpha1.IPPool) (FieldErrors, error) {
+	var es FieldErrors
+	ns, name, ok := checkNetworkName(new(FieldErrors), "spec.networkName", pool.Spec.NetworkName)
+	if !ok {
+		return nil, nil // already reported by ValidateIPPoolSpec
+	}
+	exists, err := lk.NADExists(ctx, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		es.add("spec.networkName", pool.Spec.NetworkName, "names no NetworkAttachmentDefinition (no such NetworkAttachmentDefinition %s in namespace %s)", name, ns)
+	}
+	others, err := lk.IPPoolsForNetwork(ctx, pool.Spec.NetworkName)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range others {
+		if o.Namespace == pool.Namespace && o.Name == pool.Name {
+			continue
+		}
+		es.add("spec.networkName", pool.Spec.NetworkName, "is already served by IPPool %s/%s", o.Namespace, o.Name)
+		break
+	}
+	return es, nil
+}
+
+// validateIPPoolDelete refuses to delete a pool whose network still has VMs
+// configured. The VMNetCfg names the NAD (nadNamespace/nadName), which may
+// live in another namespace than the pool: match on the pool's
+// spec.networkName, never on the pool's own namespace.
+func validateIPPoolDelete(ctx context.Context, lk Lookup, pool *v1alpha1.IPPool) (FieldErrors, error) {
+	if pool.Spec.NetworkName == "" {
+		return nil, nil
+	}
+	users, err := lk.VMNetCfgsForNetwork(ctx, pool.Spec.NetworkName)
+	if err != nil {
+		return nil, err
+	}
+	if len(users) == 0 {
+		return nil, nil
+	}
+	names := make([]string, 0, len(users))
+	for _, u := range users {
+		names = append(names, u.Namespace+"/"+u.Name)
+	}
+	slices.Sort(names)
+	shown := names
+	if len(shown) > 3 {
+		shown = append(slices.Clone(shown[:3]), fmt.Sprintf("and %d more", len(names)-3))
+	}
+	var es FieldErrors
+	es.add("spec.networkName", pool.Spec.NetworkName,
+		"is still used by VirtualMachineNetworkConfig %s: remove those VMs' network configs before deleting the pool",
+		strings.Join(shown, ", "))
+	return es, nil
+}
+
+// ipamConfig is the part of a pool the IPAM needs.
+func ipamConfig(pool *v1alpha1.IPPool) ipam.Config {
+	c := pool.Spec.IPv4Config
+	ex := make([]string, len(c.Pool.Exclude))
+	for i, e := range c.Pool.Exclude {
+		ex[i] = string(e)
+	}
+	return ipam.Config{CIDR: c.CIDR, Start: string(c.Pool.Start), End: string(c.Pool.End),
+		ServerIP: string(c.ServerIP), Router: string(c.Router), Exclude: ex}
+}
+
+// strandedAllocations finds addresses allocated to a MAC under the old spec
+// that the new spec would exclude, reserve or leave outside the range. The
+// IPAM decides: an allocation the new IPAM cannot restore is stranded.
+// Allocations that the old spec could not hold either are not blamed on
+// this update. A paused pool may change freely: its agent is stopped.
+func strandedAllocations(old, pool *v1alpha1.IPPool) FieldErrors {
+	if pool.IsPaused() || old.Status.IPv4 == nil || len(old.Status.IPv4.Allocated) == 0 {
+		return nil
+	}
+	newIPAM, err := ipam.New(ipamConfig(pool))
+	if err != nil {
+		return nil // the spec's own errors are reported by ValidateIPPoolSpec
+	}
+	alloc := old.Status.IPv4.Allocated
+	before := map[string]bool{}
+	if oldIPAM, err := ipam.New(ipamConfig(old)); err == nil {
+		for _, c := range oldIPAM.Restore(alloc) {
+			before[c.IP] = true
+		}
+	}
+	conflicts := newIPAM.Restore(alloc)
+	slices.SortFunc(conflicts, func(a, b ipam.Conflict) int { return cmp.Compare(a.IP, b.IP) })
+	c := pool.Spec.IPv4Config
+	var es FieldErrors
+	for _, k := range conflicts {
+		if before[k.IP] || !(errors.Is(k.Err, ipam.ErrOutsidePool) || errors.Is(k.Err, ipam.ErrUnavailable)) {
+			continue
+		}
+		field := ipv4Path + ".pool"
+		switch {
+		case k.IP == string(c.ServerIP):
+			field = ipv4Path + ".serverIP"
+		case k.IP == string(c.Router):
+			field = ipv4Path + ".router"
+		case slices.Contains(c.Pool.Exclude, v1alpha1.IPv4Address(k.IP)):
+			field = ipv4Path + ".pool.exclude"
+		}
+		es.add(field, k.IP, "is allocated to MAC %s: set spec.paused: true before a change that takes it away", k.MAC)
+	}
+	return es
+}
+
+// DefaultIPPool fills spec.ipv4Config.pool.start (first host of the CIDR),
+// pool.end (last host before broadcast) and serverIP (first host that is not
+// the router, excluded or allocated) when they are empty. It never changes a
+// field that is set, and does nothing when the CIDR is unusable (validation
+// then reports it). It returns the paths of the fields it filled.
+func DefaultIPPool(pool *v1alpha1.IPPool) []string {
+	c := &pool.Spec.IPv4Config
+	prefix, ok := parseIPv4Prefix(c.CIDR)
+	if !ok || prefix.Bits() > MaxPrefixLen {
+		return nil
+	}
+	prefix = prefix.Masked()
+	first, last := prefix.Addr().Next(), broadcastOf(prefix).Prev()
+	var filled []string
+	if c.Pool.Start == "" {
+		c.Pool.Start = v1alpha1.IPv4Address(first.String())
+		filled = append(filled, ipv4Path+".pool.start")
+	}
+	if c.Pool.End == "" {
+		c.Pool.End = v1alpha1.IPv4Address(last.String())
+		filled = append(filled, ipv4Path+".pool.end")
+	}
+	if c.ServerIP == "" {
+		taken := map[string]bool{string(c.Router): true}
+		for _, e := range c.Pool.Exclude {
+			taken[string(e)] = true
+		}
+		if pool.Status.IPv4 != nil {
+			for ip := range pool.Status.IPv4.Allocated {
+				taken[ip] = true
+			}
+		}
+		// The loop ends after at most len(taken)+1 steps, whatever the prefix.
+		for a := first; a.IsValid() && a.Compare(last) <= 0; a = a.Next() {
+			if !taken[a.String()] {
+				c.ServerIP = v1alpha1.IPv4Address(a.String())
+				filled = append(filled, ipv4Path+".serverIP")
+				break
+			}
+		}
+	}
+	return filled
+}
