@@ -26,6 +26,12 @@ func vmnc(name string, entries ...v1alpha1.NetworkConfigStatus) v1alpha1.Virtual
 	}
 }
 
+func deleting(v v1alpha1.VirtualMachineNetworkConfig) v1alpha1.VirtualMachineNetworkConfig {
+	now := metav1.Now()
+	v.DeletionTimestamp = &now
+	return v
+}
+
 func alloc(ip, mac string) v1alpha1.NetworkConfigStatus {
 	return v1alpha1.NetworkConfigStatus{AllocatedIPAddress: ip, MACAddress: mac, NetworkName: "default/net", State: v1alpha1.StateAllocated}
 }
@@ -46,11 +52,14 @@ func TestEvaluate(t *testing.T) {
 			[]v1alpha1.VirtualMachineNetworkConfig{vmnc("a", alloc("10.0.0.10", "aa:00:00:00:00:01"))}, []string{"mac-two-addresses", "mismatch"}},
 		{"address recorded by two VMs", []v1alpha1.IPPool{pool(map[string]string{"10.0.0.10": "aa:00:00:00:00:01"}, 1, 9)},
 			[]v1alpha1.VirtualMachineNetworkConfig{vmnc("a", alloc("10.0.0.10", "aa:00:00:00:00:01")), vmnc("b", alloc("10.0.0.10", "aa:00:00:00:00:02"))},
-			[]string{"missing-entry"}},
+			[]string{"address-two-macs", "missing-entry"}},
 		{"bad counts", []v1alpha1.IPPool{pool(map[string]string{"10.0.0.10": "aa:00:00:00:00:01"}, 2, 9)},
 			[]v1alpha1.VirtualMachineNetworkConfig{vmnc("a", alloc("10.0.0.10", "aa:00:00:00:00:01"))}, []string{"counts"}},
 		{"bad available", []v1alpha1.IPPool{pool(map[string]string{"10.0.0.10": "aa:00:00:00:00:01"}, 1, 10)},
 			[]v1alpha1.VirtualMachineNetworkConfig{vmnc("a", alloc("10.0.0.10", "aa:00:00:00:00:01"))}, []string{"counts"}},
+		{"address of a VM being deleted is not a claim", []v1alpha1.IPPool{pool(map[string]string{"10.0.0.10": "aa:00:00:00:00:02"}, 1, 9)},
+			[]v1alpha1.VirtualMachineNetworkConfig{deleting(vmnc("a", alloc("10.0.0.10", "aa:00:00:00:00:01"))), vmnc("b", alloc("10.0.0.10", "aa:00:00:00:00:02"))},
+			[]string{"missing-entry"}}, // a's entry is released already: no address-two-macs
 		{"pending entries are not claims", []v1alpha1.IPPool{pool(nil, 0, 10)},
 			[]v1alpha1.VirtualMachineNetworkConfig{vmnc("a", v1alpha1.NetworkConfigStatus{MACAddress: "aa:00:00:00:00:01", NetworkName: "default/net", State: v1alpha1.StatePending})}, nil},
 	}
