@@ -1,0 +1,212 @@
+// Package harvesteroptions is the CoreDHCP plugin `harvester-options`: it
+// puts the DHCP options of one IPPool's spec.ipv4Config into every OFFER and
+// ACK, live, from the same watch as ippool-lease.
+//
+//	harvester-options: <namespace>/<name> [kubeconfig=<path>]
+package harvesteroptions
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/coredhcp/coredhcp/handler"
+	"github.com/coredhcp/coredhcp/plugins"
+	"github.com/go-logr/logr"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/rfc1035label"
+
+	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
+)
+
+// Name is the plugin's name in a CoreDHCP config.
+const Name = "harvester-options"
+
+// NTPRefresh is how often NTP host names are resolved again.
+const NTPRefresh = 5 * time.Minute
+
+// Plugin registers harvester-options with CoreDHCP.
+var Plugin = plugins.Plugin{Name: Name, Setup4: setup4}
+
+func setup4(args ...string) (handler.Handler4, error) {
+	return Setup(poolwatch.Default, args...)
+}
+
+// Setup parses the arguments, joins (or starts) the pool's watch in reg,
+// starts the NTP name resolver and returns the handler.
+func Setup(reg *poolwatch.Registry, args ...string) (handler.Handler4, error) {
+	a, err := poolwatch.ParseArgs(Name, args, "kubeconfig")
+	if err != nil {
+		return nil, err
+	}
+	w, err := reg.Watch(a.Namespace, a.Name, a.Options["kubeconfig"])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Name, err)
+	}
+	o := New(w.Current)
+	log := reg.Logger().WithName(Name).WithValues("pool", w.Key())
+	go o.ResolveNTP(context.Background(), w.Subscribe(), NTPRefresh, net.DefaultResolver.LookupNetIP, log)
+	return o.Handle, nil
+}
+
+// Options holds one plugin instance's state: the pool view and the NTP host
+// names resolved in the background. Both are swapped atomically.
+type Options struct {
+	pool func() *poolwatch.Pool
+	// ntp maps an NTP host name to its resolved IPv4 addresses; replaced
+	// as a whole by ResolveNTP, read-only afterwards.
+	ntp atomic.Pointer[map[string][]net.IP]
+}
+
+// New returns options served from pool.
+func New(pool func() *poolwatch.Pool) *Options {
+	o := &Options{pool: pool}
+	empty := map[string][]net.IP{}
+	o.ntp.Store(&empty)
+	return o
+}
+
+// LookupFunc resolves a host name, like net.Resolver.LookupNetIP.
+type LookupFunc func(ctx context.Context, network, host string) ([]netip.Addr, error)
+
+// ResolveNTP resolves the pool's NTP host names after every pool change and
+// every refresh period, until ctx ends. A failed lookup keeps the previous
+// answer for that name, so a DNS hiccup does not drop NTP servers.
+func (o *Options) ResolveNTP(ctx context.Context, changed <-chan struct{}, refresh time.Duration, lookup LookupFunc, log logr.Logger) {
+	t := time.NewTicker(refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-t.C:
+		}
+		o.ResolveOnce(ctx, lookup, log)
+	}
+}
+
+// ResolveOnce resolves the current pool's NTP host names once.
+func (o *Options) ResolveOnce(ctx context.Context, lookup LookupFunc, log logr.Logger) {
+	p := o.pool()
+	if p == nil {
+		return
+	}
+	prev := *o.ntp.Load()
+	next := map[string][]net.IP{}
+	for _, s := range p.NTP {
+		if _, err := netip.ParseAddr(s); err == nil {
+			continue // literal address, used as is
+		}
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		addrs, err := lookup(lctx, "ip4", s)
+		cancel()
+		var ips []net.IP
+		for _, a := range addrs {
+			if a = a.Unmap(); a.Is4() {
+				ips = append(ips, a.AsSlice())
+			}
+		}
+		if err != nil || len(ips) == 0 {
+			log.Error(err, "resolve NTP server; keeping the previous answer", "host", s, "previous", prev[s])
+			ips = prev[s]
+		}
+		if len(ips) > 0 {
+			next[s] = ips
+		}
+	}
+	o.ntp.Store(&next)
+}
+
+// Handle is the CoreDHCP handler: it sets the pool's options on OFFERs and
+// ACKs. When the client sent a parameter request list, only the options it
+// asked for are added (plus the subnet mask and lease times, which RFC 2131
+// servers always send); without a list, all of them are.
+func (o *Options) Handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
+	p := o.pool()
+	if p == nil || !p.Subnet.IsValid() {
+		return resp, false
+	}
+	if mt := resp.MessageType(); mt != dhcpv4.MessageTypeOffer && mt != dhcpv4.MessageTypeAck {
+		return resp, false
+	}
+	prl := req.ParameterRequestList()
+	want := func(c dhcpv4.OptionCode) bool { return len(prl) == 0 || prl.Has(c) }
+
+	resp.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(p.Subnet.Bits(), 32)))
+	if p.Router.IsValid() && want(dhcpv4.OptionRouter) {
+		resp.UpdateOption(dhcpv4.OptRouter(p.Router.AsSlice()))
+	}
+	if len(p.DNS) > 0 && want(dhcpv4.OptionDomainNameServer) {
+		resp.UpdateOption(dhcpv4.OptDNS(p.DNS...))
+	}
+	if p.DomainName != "" && want(dhcpv4.OptionDomainName) {
+		resp.UpdateOption(dhcpv4.OptDomainName(p.DomainName))
+	}
+	if len(p.DomainSearch) > 0 && want(dhcpv4.OptionDNSDomainSearchList) {
+		// Built per reply: Labels is not documented as safe to share.
+		labels := &rfc1035label.Labels{Labels: append([]string(nil), p.DomainSearch...)}
+		resp.UpdateOption(dhcpv4.OptDomainSearch(labels))
+	}
+	if len(p.NTP) > 0 && want(dhcpv4.OptionNTPServers) {
+		if ips := o.ntpServers(p); len(ips) > 0 {
+			resp.UpdateOption(dhcpv4.OptNTPServers(ips...))
+		}
+	}
+	if p.MTU != 0 && want(dhcpv4.OptionInterfaceMTU) {
+		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionInterfaceMTU, binary.BigEndian.AppendUint16(nil, p.MTU)))
+	}
+	if len(p.Routes) > 0 && want(dhcpv4.OptionClasslessStaticRoute) {
+		resp.UpdateOption(dhcpv4.OptClasslessStaticRoute(classlessRoutes(p)...))
+	}
+	if req.MessageType() != dhcpv4.MessageTypeInform {
+		// RFC 2131: lease time is required in OFFER/ACK, forbidden for INFORM.
+		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(p.LeaseTime))
+		resp.UpdateOption(dhcpv4.OptRenewTimeValue(p.LeaseTime / 2))
+		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(p.LeaseTime * 7 / 8))
+	}
+	return resp, false
+}
+
+// classlessRoutes are the pool's routes and, when a router is set, the
+// default route through it: RFC 3442 clients ignore option 3 once they
+// receive option 121.
+func classlessRoutes(p *poolwatch.Pool) []*dhcpv4.Route {
+	routes := make([]*dhcpv4.Route, 0, len(p.Routes)+1)
+	hasDefault := false
+	for _, r := range p.Routes {
+		hasDefault = hasDefault || r.Destination.Bits() == 0
+		routes = append(routes, &dhcpv4.Route{
+			Dest:   &net.IPNet{IP: r.Destination.Addr().AsSlice(), Mask: net.CIDRMask(r.Destination.Bits(), 32)},
+			Router: r.Gateway.AsSlice(),
+		})
+	}
+	if p.Router.IsValid() && !hasDefault {
+		routes = append(routes, &dhcpv4.Route{
+			Dest:   &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+			Router: p.Router.AsSlice(),
+		})
+	}
+	return routes
+}
+
+// ntpServers are the pool's NTP servers as addresses: literals as written,
+// host names as last resolved (never resolved here, on the packet path).
+func (o *Options) ntpServers(p *poolwatch.Pool) []net.IP {
+	resolved := *o.ntp.Load()
+	var ips []net.IP
+	for _, s := range p.NTP {
+		if a, err := netip.ParseAddr(s); err == nil {
+			if a.Is4() {
+				ips = append(ips, a.AsSlice())
+			}
+			continue
+		}
+		ips = append(ips, resolved[s]...)
+	}
+	return ips
+}

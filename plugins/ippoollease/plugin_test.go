@@ -1,0 +1,205 @@
+package ippoollease
+
+import (
+	"net"
+	"testing"
+
+	"github.com/go-logr/logr"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/vm-dhcp/vm-dhcp/plugins/harvesteroptions"
+	"github.com/vm-dhcp/vm-dhcp/plugins/internal/dhcptest"
+	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
+)
+
+func examplePool(t testing.TB) *poolwatch.Pool {
+	t.Helper()
+	p, err := poolwatch.FromIPPool(dhcptest.IPPool())
+	if err != nil {
+		t.Fatalf("FromIPPool: %v", err)
+	}
+	return p
+}
+
+func TestHandle(t *testing.T) {
+	outside := net.IPv4(10, 0, 0, 5).To4()
+	relay := net.IPv4(192, 168, 100, 250).To4()
+	otherServer := net.IPv4(192, 168, 100, 3).To4()
+	tests := []struct {
+		name     string
+		req      *dhcpv4.DHCPv4
+		wantType dhcpv4.MessageType // 0: no reply
+		wantIP   net.IP
+		naks     float64
+		unknown  float64
+	}{
+		{name: "discover known mac gets offer",
+			req: dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.KnownMAC), wantType: dhcpv4.MessageTypeOffer, wantIP: dhcptest.KnownIP},
+		{name: "discover of second mac gets its own address",
+			req: dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.OtherMAC), wantType: dhcpv4.MessageTypeOffer, wantIP: dhcptest.OtherIP},
+		{name: "discover unknown mac is not answered",
+			req: dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.Unknown), unknown: 1},
+		{name: "request selecting with option 50 gets ack",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC,
+				dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.KnownIP)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(dhcptest.ServerIP))),
+			wantType: dhcpv4.MessageTypeAck, wantIP: dhcptest.KnownIP},
+		{name: "request renewing with ciaddr gets ack",
+			req:      dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithClientIP(dhcptest.KnownIP)),
+			wantType: dhcpv4.MessageTypeAck, wantIP: dhcptest.KnownIP},
+		{name: "request for another address of the subnet gets nak",
+			req:      dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.OtherIP))),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+		{name: "renew with a foreign ciaddr of the subnet gets nak",
+			req:      dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithClientIP(dhcptest.OtherIP)),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+		{name: "request for an address outside the subnet is not answered",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(outside)))},
+		{name: "request naming another server is not answered",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC,
+				dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.KnownIP)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(otherServer)))},
+		{name: "request without any address is not answered",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC)},
+		{name: "request from unknown mac is not answered",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.KnownIP))), unknown: 1},
+		{name: "inform gets options only",
+			req:      dhcptest.Packet(dhcpv4.MessageTypeInform, dhcptest.KnownMAC, dhcpv4.WithClientIP(dhcptest.KnownIP)),
+			wantType: dhcpv4.MessageTypeAck, wantIP: net.IPv4zero},
+		{name: "inform from unknown mac is not answered",
+			req: dhcptest.Packet(dhcpv4.MessageTypeInform, dhcptest.Unknown, dhcpv4.WithClientIP(dhcptest.KnownIP)), unknown: 1},
+		{name: "release is accepted without reply",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRelease, dhcptest.KnownMAC, dhcpv4.WithClientIP(dhcptest.KnownIP))},
+		{name: "decline is not answered",
+			req: dhcptest.Packet(dhcpv4.MessageTypeDecline, dhcptest.KnownMAC)},
+		{name: "relayed discover is answered like a direct one",
+			req:      dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.KnownMAC, dhcpv4.WithGatewayIP(relay)),
+			wantType: dhcpv4.MessageTypeOffer, wantIP: dhcptest.KnownIP},
+		{name: "relayed request is answered like a direct one",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithGatewayIP(relay),
+				dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.KnownIP))),
+			wantType: dhcpv4.MessageTypeAck, wantIP: dhcptest.KnownIP},
+		{name: "relayed nak",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithGatewayIP(relay),
+				dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.OtherIP))),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+	}
+	pool := examplePool(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := poolwatch.NewRegistry(logr.Discard())
+			l := &Leaser{Pool: func() *poolwatch.Pool { return pool }, Metrics: reg.Metrics, Log: logr.Discard()}
+			opts := harvesteroptions.New(func() *poolwatch.Pool { return pool })
+			// Same order as the generated agent config: options, then lease.
+			resp := dhcptest.Serve(tc.req, opts.Handle, l.Handle)
+			if got := testutil.ToFloat64(reg.Metrics.NAKs); got != tc.naks {
+				t.Errorf("naks = %v, want %v", got, tc.naks)
+			}
+			if got := testutil.ToFloat64(reg.Metrics.UnknownMAC); got != tc.unknown {
+				t.Errorf("unknown macs = %v, want %v", got, tc.unknown)
+			}
+			if tc.wantType == 0 {
+				if resp != nil {
+					t.Fatalf("got reply %s, want none", resp.Summary())
+				}
+				return
+			}
+			if resp == nil {
+				t.Fatalf("got no reply, want %s", tc.wantType)
+			}
+			if resp.MessageType() != tc.wantType {
+				t.Fatalf("reply type %s, want %s", resp.MessageType(), tc.wantType)
+			}
+			// Encode and decode, as the wire does.
+			wire, err := dhcpv4.FromBytes(resp.ToBytes())
+			if err != nil {
+				t.Fatalf("reply does not parse back: %v", err)
+			}
+			switch tc.wantType {
+			case dhcpv4.MessageTypeNak:
+				checkNAK(t, tc.req, wire)
+			default:
+				if !wire.YourIPAddr.Equal(tc.wantIP) {
+					t.Errorf("yiaddr %s, want %s", wire.YourIPAddr, tc.wantIP)
+				}
+			}
+			if tc.req.MessageType() == dhcpv4.MessageTypeInform {
+				if wire.Options.Has(dhcpv4.OptionIPAddressLeaseTime) || wire.Options.Has(dhcpv4.OptionRenewTimeValue) || wire.Options.Has(dhcpv4.OptionRebindingTimeValue) {
+					t.Errorf("ACK to INFORM carries lease times: %s", wire.Summary())
+				}
+				if len(wire.DNS()) == 0 {
+					t.Errorf("ACK to INFORM lacks the pool's options: %s", wire.Summary())
+				}
+			}
+		})
+	}
+}
+
+func checkNAK(t *testing.T, req, nak *dhcpv4.DHCPv4) {
+	t.Helper()
+	if !nak.YourIPAddr.IsUnspecified() || !nak.ClientIPAddr.IsUnspecified() {
+		t.Errorf("NAK carries addresses: yiaddr %s ciaddr %s", nak.YourIPAddr, nak.ClientIPAddr)
+	}
+	for code := range nak.Options {
+		switch code {
+		case dhcpv4.OptionDHCPMessageType.Code(), dhcpv4.OptionServerIdentifier.Code(), dhcpv4.OptionMessage.Code():
+		default:
+			t.Errorf("NAK carries option %d, RFC 2131 allows only 53, 54, 56 here", code)
+		}
+	}
+	if !nak.ServerIdentifier().Equal(dhcptest.ServerIP) {
+		t.Errorf("NAK server identifier %v, want %s", nak.ServerIdentifier(), dhcptest.ServerIP)
+	}
+	if nak.Message() == "" {
+		t.Errorf("NAK has no message")
+	}
+	if relayed := !req.GatewayIPAddr.IsUnspecified(); relayed != nak.IsBroadcast() {
+		t.Errorf("relayed %v but broadcast flag %v", relayed, nak.IsBroadcast())
+	}
+}
+
+func TestHandleBeforeAnyPoolIsSilent(t *testing.T) {
+	reg := poolwatch.NewRegistry(logr.Discard())
+	l := &Leaser{Pool: func() *poolwatch.Pool { return nil }, Metrics: reg.Metrics, Log: logr.Discard()}
+	if resp := dhcptest.Serve(dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.KnownMAC), l.Handle); resp != nil {
+		t.Fatalf("answered %s with no pool loaded", resp.Summary())
+	}
+}
+
+func TestMetricsCountRequestsAndReplies(t *testing.T) {
+	pool := examplePool(t)
+	reg := poolwatch.NewRegistry(logr.Discard())
+	l := &Leaser{Pool: func() *poolwatch.Pool { return pool }, Metrics: reg.Metrics, Log: logr.Discard()}
+	for range 3 {
+		dhcptest.Serve(dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.KnownMAC), l.Handle)
+	}
+	dhcptest.Serve(dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.Unknown), l.Handle)
+	want := `
+# HELP vmdhcp_agent_replies_total DHCPv4 replies sent, by message type.
+# TYPE vmdhcp_agent_replies_total counter
+vmdhcp_agent_replies_total{type="OFFER"} 3
+# HELP vmdhcp_agent_requests_total DHCPv4 requests received, by message type.
+# TYPE vmdhcp_agent_requests_total counter
+vmdhcp_agent_requests_total{type="DISCOVER"} 4
+`
+	if err := testutil.GatherAndCompare(reg.Gatherer(), stringsReader(want), "vmdhcp_agent_requests_total", "vmdhcp_agent_replies_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(reg.Metrics.HandleSeconds); n != 1 {
+		t.Fatalf("histogram series = %d", n)
+	}
+}
+
+func TestSetupRejectsBadArguments(t *testing.T) {
+	reg := poolwatch.NewRegistry(logr.Discard())
+	for _, args := range [][]string{
+		nil,
+		{"example"},
+		{"default/example", "snapshot"},
+		{"default/example", "snaphsot=/tmp/x"},
+		{"default/example", "kubeconfig=/nonexistent/kubeconfig"},
+	} {
+		if _, err := Setup(reg, args...); err == nil {
+			t.Errorf("Setup(%q) succeeded, want an error", args)
+		}
+	}
+}

@@ -1,0 +1,67 @@
+package poolwatch
+
+import (
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the agent's Prometheus metrics (names fixed by
+// docs/interfaces.md). The counters are safe for concurrent use; the
+// per-type counters are resolved once so the packet path does no label
+// lookups.
+type Metrics struct {
+	requests      *prometheus.CounterVec
+	replies       *prometheus.CounterVec
+	NAKs          prometheus.Counter
+	UnknownMAC    prometheus.Counter
+	HandleSeconds prometheus.Histogram
+}
+
+// messageTypes are the DHCPv4 message types counted under their own label;
+// anything else is counted as "other".
+var messageTypes = []dhcpv4.MessageType{
+	dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeRequest,
+	dhcpv4.MessageTypeDecline, dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak,
+	dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeInform,
+}
+
+func newMetrics() *Metrics {
+	return &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vmdhcp_agent_requests_total", Help: "DHCPv4 requests received, by message type.",
+		}, []string{"type"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vmdhcp_agent_replies_total", Help: "DHCPv4 replies sent, by message type.",
+		}, []string{"type"}),
+		NAKs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vmdhcp_agent_naks_total", Help: "DHCPNAKs sent to clients asking for an address that is not theirs.",
+		}),
+		UnknownMAC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vmdhcp_agent_unknown_mac_total", Help: "Requests from hardware addresses with no allocation (not answered).",
+		}),
+		HandleSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "vmdhcp_agent_handle_seconds",
+			Help:    "Time the ippool-lease plugin spends deciding a reply.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10), // 1µs .. ~0.26s
+		}),
+	}
+}
+
+// Request counts one received message of type t.
+func (m *Metrics) Request(t dhcpv4.MessageType) { m.requests.WithLabelValues(typeLabel(t)).Inc() }
+
+// Reply counts one reply of type t.
+func (m *Metrics) Reply(t dhcpv4.MessageType) { m.replies.WithLabelValues(typeLabel(t)).Inc() }
+
+func typeLabel(t dhcpv4.MessageType) string {
+	for _, k := range messageTypes {
+		if k == t {
+			return k.String()
+		}
+	}
+	return "other"
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.replies, m.NAKs, m.UnknownMAC, m.HandleSeconds}
+}
