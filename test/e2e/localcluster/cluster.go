@@ -417,7 +417,7 @@ func (c *Cluster) startController(ctx context.Context, chart *renderedChart) err
 	cc, fromChart := commandFor(chart, c.opts.Namespace, "controller", "webhook")
 	args := cc.Args
 	if !fromChart {
-		args = []string{"--namespace=" + c.opts.Namespace}
+		args = []string{"--namespace=" + c.opts.Namespace, "--agent-image=vm-dhcp-agent:local"}
 	}
 	kubeconfig, err := c.kubeconfigFor(ctx, c.opts.Namespace, cc.ServiceAccount)
 	if err != nil {

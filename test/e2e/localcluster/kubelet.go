@@ -173,6 +173,9 @@ func (k *kubelet) Reconcile(ctx context.Context, req reconcile.Request) (reconci
 		return reconcile.Result{}, nil
 	}
 	if pod.Spec.NodeName == "" {
+		if err := k.labelNodeFor(ctx, pod); err != nil {
+			return reconcile.Result{}, err
+		}
 		binding := &corev1.Binding{
 			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
 			Target:     corev1.ObjectReference{Kind: "Node", Name: NodeName},
@@ -666,4 +669,43 @@ func forward(l net.Listener, addr string) {
 			_, _ = io.Copy(in, out)
 		}()
 	}
+}
+
+// labelNodeFor gives the one node the labels the pod's required node
+// affinity asks for (e.g. network.harvesterhci.io/mgmt=true, which Harvester
+// puts on nodes of a cluster network), as a scheduler would only pick such
+// a node.
+func (k *kubelet) labelNodeFor(ctx context.Context, pod *corev1.Pod) error {
+	a := pod.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return nil
+	}
+	terms := a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms
+	if len(terms) == 0 {
+		return nil
+	}
+	want := map[string]string{}
+	for _, req := range terms[0].MatchExpressions {
+		if req.Operator == corev1.NodeSelectorOpIn && len(req.Values) > 0 {
+			want[req.Key] = req.Values[0]
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	node := &corev1.Node{}
+	if err := k.c.client.Get(ctx, types.NamespacedName{Name: NodeName}, node); err != nil {
+		return fmt.Errorf("read node: %w", err)
+	}
+	patch := client.MergeFrom(node.DeepCopy())
+	if node.Labels == nil {
+		node.Labels = map[string]string{}
+	}
+	for key, v := range want {
+		node.Labels[key] = v
+	}
+	if err := k.c.client.Patch(ctx, node, patch); err != nil {
+		return fmt.Errorf("label node for pod %s/%s: %w", pod.Namespace, pod.Name, err)
+	}
+	return nil
 }
