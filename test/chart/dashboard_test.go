@@ -1,0 +1,89 @@
+package chart
+
+import (
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// exportedMetrics reads the metric names of the Metrics section of
+// docs/interfaces.md, the names the binaries really export.
+func exportedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	doc := string(readFile(t, "docs/interfaces.md"))
+	i := strings.Index(doc, "## Metrics")
+	if i < 0 {
+		t.Fatal("docs/interfaces.md has no Metrics section")
+	}
+	section := doc[i+len("## Metrics"):]
+	if j := strings.Index(section, "\n## "); j >= 0 {
+		section = section[:j]
+	}
+	out := map[string]bool{}
+	for _, m := range regexp.MustCompile("`(vmdhcp[a-z_]*)[`{]").FindAllStringSubmatch(section, -1) {
+		out[m[1]] = true
+		if strings.HasSuffix(m[1], "_seconds") && strings.Contains(section, m[1]+"` (histogram)") {
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				out[m[1]+suffix] = true
+			}
+		}
+	}
+	if len(out) < 5 {
+		t.Fatalf("found only %v in the Metrics section of docs/interfaces.md", out)
+	}
+	return out
+}
+
+// TestDashboardUsesOnlyExportedMetrics: every query of the dashboard uses
+// metric names the controller and agents export, and the dashboard shows
+// pool usage, request rates, NAKs, unknown MACs and latency.
+func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
+	known := exportedMetrics(t)
+	r := mustRender(t, nil)
+	cm := typed[corev1.ConfigMap](t, r.get(t, "ConfigMap", "vm-dhcp-dashboard"))
+	var dash struct {
+		Title  string `json:"title"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(cm.Data["vm-dhcp.json"]), &dash); err != nil {
+		t.Fatalf("dashboard is not JSON: %v", err)
+	}
+	if len(dash.Panels) == 0 {
+		t.Fatal("dashboard has no panels")
+	}
+	metricName := regexp.MustCompile(`\b(vmdhcp[a-z_]*)\b`)
+	used := map[string]bool{}
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, target := range p.Targets {
+			names := metricName.FindAllString(target.Expr, -1)
+			if len(names) == 0 {
+				t.Errorf("panel %q query %q uses none of our metrics", p.Title, target.Expr)
+			}
+			for _, n := range names {
+				if !known[n] {
+					t.Errorf("panel %q uses %s, which docs/interfaces.md does not list", p.Title, n)
+				}
+				used[n] = true
+			}
+		}
+	}
+	for _, want := range []string{
+		"vmdhcpcontroller_ippool_used", "vmdhcpcontroller_ippool_available", "vmdhcp_agent_requests_total",
+		"vmdhcp_agent_naks_total", "vmdhcp_agent_unknown_mac_total", "vmdhcp_agent_handle_seconds_bucket",
+	} {
+		if !used[want] {
+			t.Errorf("the dashboard does not show %s", want)
+		}
+	}
+}
