@@ -52,7 +52,7 @@ func startControlPlane(t testing.TB, webhooks *envtest.WebhookInstallOptions) *c
 	}
 	// A CertDir of our own is not removed by Stop, so Start serves the same
 	// certificates on the same port again (see apiServerDown).
-	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: dir}
+	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: dir, StartTimeout: 90 * time.Second, StopTimeout: 30 * time.Second}
 	if webhooks != nil {
 		env.WebhookInstallOptions = *webhooks
 	}
@@ -151,6 +151,11 @@ func startProcess(t testing.TB, name, logPath string, argv ...string) *process {
 }
 
 func spawn(name, logPath string, argv ...string) (*process, error) {
+	return spawnEnv(name, logPath, nil, argv...)
+}
+
+// spawnEnv is spawn with extra environment variables (KEY=value).
+func spawnEnv(name, logPath string, env []string, argv ...string) (*process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open log of %s: %w", name, err)
@@ -158,6 +163,9 @@ func spawn(name, logPath string, argv ...string) (*process, error) {
 	fmt.Fprintf(logf, "\n=== %s start %s: %v\n", time.Now().Format(time.RFC3339Nano), name, argv)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// Own process group, and killed with us if the test binary dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -257,4 +265,13 @@ func tail(path string, n int64) string {
 		return err.Error()
 	}
 	return string(b)
+}
+
+func namespaceObj(name string) client.Object {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+}
+
+func lookupNAD(ns string) client.Object {
+	return &nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "net"},
+		Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: `{"cniVersion":"0.3.1","type":"bridge","bridge":"br0"}`}}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,28 @@ func (w workload) run(ctx context.Context, c client.Client) (workloadStats, erro
 	return workloadStats{created: int(created.Load()), deleted: int(deleted.Load()), elapsed: time.Since(start)}, firstErr
 }
 
+// waitConverged waits (up to timeout) until every VMNetCfg is gone or
+// Allocated, then (up to 30 s more) for the pool's count to agree: a count
+// that stays wrong once the objects have settled is a leak, not slowness.
+func waitConverged(ctx context.Context, c client.Client, ns string, pool types.NamespacedName, want int, timeout time.Duration, alive func() error) error {
+	err := eventually(ctx, timeout, 500*time.Millisecond, func() error {
+		if err := alive(); err != nil {
+			return err
+		}
+		err := converged(ctx, c, ns, pool, want)
+		if err != nil && strings.Contains(err.Error(), " 0 being deleted, 0 not Allocated") && strings.HasPrefix(err.Error(), fmt.Sprint(want)+" ") {
+			return nil // objects settled; the count is checked below
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return eventually(ctx, 30*time.Second, 500*time.Millisecond, func() error {
+		return converged(ctx, c, ns, pool, want)
+	})
+}
+
 // converged reports nil once every VMNetCfg of ns is gone or Allocated,
 // exactly want remain, and the pool counts want addresses in use.
 func converged(ctx context.Context, c client.Client, ns string, pool types.NamespacedName, want int) error {
@@ -192,4 +215,23 @@ func percentiles(ds []time.Duration) string {
 	at := func(q float64) time.Duration { return s[int(q*float64(len(s)-1))] }
 	r := func(d time.Duration) string { return d.Round(10 * time.Microsecond).String() }
 	return fmt.Sprintf("p50 %s, p99 %s, max %s (n=%d)", r(at(0.5)), r(at(0.99)), r(s[len(s)-1]), len(s))
+}
+
+// endState describes what is left: VMNetCfgs, how many Allocated, pool used.
+func endState(ctx context.Context, c client.Client, ns string, pool types.NamespacedName) string {
+	var list v1alpha1.VirtualMachineNetworkConfigList
+	if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return err.Error()
+	}
+	allocated := 0
+	for _, v := range list.Items {
+		if v.DeletionTimestamp == nil && v1alpha1.IsConditionTrue(v.Status.Conditions, v1alpha1.Allocated) {
+			allocated++
+		}
+	}
+	var p v1alpha1.IPPool
+	if err := c.Get(ctx, pool, &p); err != nil || p.Status.IPv4 == nil {
+		return fmt.Sprintf("%d / %d / ? (%v)", len(list.Items), allocated, err)
+	}
+	return fmt.Sprintf("%d / %d / %d", len(list.Items), allocated, p.Status.IPv4.Used)
 }
