@@ -2,7 +2,11 @@ package chart
 
 import (
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -659,4 +663,48 @@ func metav1LabelSelector(d *appsv1.Deployment) (labels.Selector, error) {
 		return nil, fmt.Errorf("no matchLabels")
 	}
 	return labels.SelectorFromSet(d.Spec.Selector.MatchLabels), nil
+}
+
+// TestAgentValuesMatchTheController: the keys the chart writes into the
+// --agent-values file are fields of the controller's AgentValues type (read
+// from its source, so the check follows the controller), which it decodes
+// strictly: an unknown key would stop the controller at start.
+func TestAgentValuesMatchTheController(t *testing.T) {
+	src := filepath.Join(repoRoot(), "controller", "agent.go")
+	f, err := parser.ParseFile(token.NewFileSet(), src, nil, 0)
+	if err != nil {
+		t.Fatalf("parse %s: %v", src, err)
+	}
+	fields := map[string]bool{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		ts, ok := n.(*ast.TypeSpec)
+		if !ok || ts.Name.Name != "AgentValues" {
+			return true
+		}
+		for _, fld := range ts.Type.(*ast.StructType).Fields.List {
+			if fld.Tag == nil {
+				continue
+			}
+			tag := reflect.StructTag(strings.Trim(fld.Tag.Value, "`")).Get("json")
+			fields[strings.Split(tag, ",")[0]] = true
+		}
+		return false
+	})
+	if len(fields) == 0 {
+		t.Fatalf("no AgentValues type with json fields in %s", src)
+	}
+	r := mustRender(t, nonDefaultValues())
+	cm := typed[corev1.ConfigMap](t, r.get(t, "ConfigMap", "vm-dhcp-agent-values"))
+	var written map[string]any
+	if err := yaml.Unmarshal([]byte(cm.Data["agent-values.yaml"]), &written); err != nil {
+		t.Fatal(err)
+	}
+	if len(written) != len(fields) {
+		t.Errorf("the chart writes %d agent settings, the controller reads %d (%v)", len(written), len(fields), fields)
+	}
+	for k := range written {
+		if !fields[k] {
+			t.Errorf("the chart writes agent setting %q, which controller.AgentValues does not have (%v)", k, fields)
+		}
+	}
 }
