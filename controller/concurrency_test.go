@@ -32,6 +32,12 @@ func macOf(i int) string { return fmt.Sprintf("02:10:00:%02x:%02x:%02x", i>>16&0
 // called once, when half of them exist.
 func createVMNetCfgs(t testing.TB, ns, network string, n, workers int, half func()) {
 	t.Helper()
+	if err := createVMNetCfgsErr(ns, network, n, workers, half); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func createVMNetCfgsErr(ns, network string, n, workers int, half func()) error {
 	var wg sync.WaitGroup
 	var once sync.Once
 	next := make(chan int)
@@ -56,8 +62,9 @@ func createVMNetCfgs(t testing.TB, ns, network string, n, workers int, half func
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatalf("create vmnetcfg: %v", err)
+		return fmt.Errorf("create vmnetcfg: %w", err)
 	}
+	return nil
 }
 
 // allocations returns MAC -> IP of every Allocated NIC in ns, and how many

@@ -161,13 +161,13 @@ func setupIndexes(mgr ctrl.Manager) error {
 }
 
 // specOrLifecycleChanged passes creations, deletions and updates of the
-// spec, labels, annotations, finalizers or deletion timestamp, but not our
-// own status writes (which would otherwise wake every reconcile again).
+// spec, labels, annotations or deletion timestamp, but not our own status
+// or finalizer writes (which would wake every reconcile again, against a
+// cache that may not have the status yet, for a conflict and a retry).
 func specOrLifecycleChanged() predicate.Predicate {
 	return predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
 		predicate.LabelChangedPredicate{}, predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-			return !e.ObjectNew.GetDeletionTimestamp().Equal(e.ObjectOld.GetDeletionTimestamp()) ||
-				len(e.ObjectNew.GetFinalizers()) != len(e.ObjectOld.GetFinalizers())
+			return !e.ObjectNew.GetDeletionTimestamp().Equal(e.ObjectOld.GetDeletionTimestamp())
 		}})
 }
 

@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -54,7 +55,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "start envtest:", err)
 		os.Exit(1)
 	}
-	restCfg.QPS, restCfg.Burst = 200, 400 // as the binary's defaults
+	restCfg.QPS, restCfg.Burst = 500, 1000 // as the binary's defaults
 	k8s, err = client.New(restCfg, client.Options{Scheme: testenv.Scheme()})
 	if err == nil {
 		err = k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: agentNS}})
@@ -270,3 +271,11 @@ func gaugeValue(g *prometheus.GaugeVec, labels ...string) float64 {
 }
 
 func isConflict(err error) bool { return apierrors.IsConflict(err) }
+
+func restClientFor() (rest.Interface, error) {
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return nil, err
+	}
+	return cs.CoreV1().RESTClient(), nil
+}
