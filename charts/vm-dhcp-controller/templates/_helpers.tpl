@@ -40,7 +40,7 @@ fails the render, so the chart never installs without the RBAC its binaries need
 {{- $path := printf "generated/%s/role.yaml" .component -}}
 {{- $content := .root.Files.Get $path -}}
 {{- if not $content -}}
-{{- fail (printf "%s is missing: run 'make generate' to write the RBAC of the %s from its kubebuilder markers" $path .component) -}}
+{{- fail (printf "%s is missing: run 'make generate', which writes it from the +kubebuilder:rbac markers of ./%s/... (controller-gen ignores markers attached to a type's or function's doc comment: separate them by a blank line)" $path .component) -}}
 {{- end -}}
 {{- $rules := list -}}
 {{- range $doc := regexSplit "(?m)^---[ \t]*$" $content -1 -}}
