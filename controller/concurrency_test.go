@@ -26,7 +26,9 @@ func bigPool(ns, name, network, end string) *v1alpha1.IPPool {
 	}
 }
 
-func macOf(i int) string { return fmt.Sprintf("02:10:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff) }
+func macOf(i int) string {
+	return fmt.Sprintf("02:10:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff)
+}
 
 // createVMNetCfgs creates n VMNetCfgs from workers goroutines; after is
 // called once, when half of them exist.

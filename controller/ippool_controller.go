@@ -43,16 +43,6 @@ const (
 
 // IPPoolReconciler links pools to their networks, keeps their IPAM and runs
 // one agent (ConfigMap + Pod) per active pool.
-//
-// +kubebuilder:rbac:groups=network.harvesterhci.io,resources=ippools,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=network.harvesterhci.io,resources=ippools/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=network.harvesterhci.io,resources=ippools/finalizers,verbs=update
-// +kubebuilder:rbac:groups=k8s.cni.cncf.io,resources=network-attachment-definitions,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",namespace=vm-dhcp-system,resources=pods;configmaps,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=vm-dhcp-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 type IPPoolReconciler struct {
 	client.Client
 	Reader   client.Reader

@@ -23,8 +23,6 @@ import (
 
 // VMReconciler keeps one VirtualMachineNetworkConfig per KubeVirt
 // VirtualMachine that has NICs on networks with an IPPool.
-//
-// +kubebuilder:rbac:groups=kubevirt.io,resources=virtualmachines,verbs=get;list;watch
 type VMReconciler struct {
 	client.Client
 	Recorder recorder.EventRecorder

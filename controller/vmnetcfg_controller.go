@@ -40,10 +40,6 @@ const (
 const safetyRequeue = 5 * time.Minute
 
 // VMNetCfgReconciler allocates the addresses of VirtualMachineNetworkConfigs.
-//
-// +kubebuilder:rbac:groups=network.harvesterhci.io,resources=virtualmachinenetworkconfigs,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=network.harvesterhci.io,resources=virtualmachinenetworkconfigs/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=network.harvesterhci.io,resources=virtualmachinenetworkconfigs/finalizers,verbs=update
 type VMNetCfgReconciler struct {
 	client.Client
 	Store    *PoolStore
