@@ -383,7 +383,8 @@ func (e *agentEnv) udhcpcTotals(from, to time.Time) (ok, failed int, maxGap time
 type prober struct {
 	ns, mac string
 	ip      net.IP
-	c       *nclient4.Client
+	c       *nclient4.Client // raw socket: DORA from no address
+	uc      *nclient4.Client // UDP socket bound to the leased address: renewals
 	ack     *dhcpv4.DHCPv4
 	rng     *rand.Rand
 }
@@ -413,15 +414,26 @@ func newProber(ns, mac, want string) (*prober, error) {
 		p.c.Close()
 		return nil, fmt.Errorf("prober %s got %s, want %s", mac, p.ip, want)
 	}
-	// Renewals are answered by unicast to the address: the namespace must own it.
+	// Renewals go out from the address and are answered by unicast to it,
+	// as for a guest: the namespace must own the address, and they use a
+	// plain UDP socket bound to it (the kernel drops unicast from 0.0.0.0).
 	if err := ip("-n", ns, "addr", "add", p.ip.String()+"/24", "dev", "eth0"); err != nil {
 		p.c.Close()
 		return nil, err
 	}
+	if err := inNetns(ns, func() error {
+		var err error
+		p.uc, err = nclient4.New("eth0", nclient4.WithUnicast(&net.UDPAddr{IP: p.ip, Port: nclient4.ClientPort}),
+			nclient4.WithTimeout(time.Second), nclient4.WithRetry(3))
+		return err
+	}); err != nil {
+		p.c.Close()
+		return nil, fmt.Errorf("prober %s: renewing client: %w", mac, err)
+	}
 	return p, nil
 }
 
-func (p *prober) close() { p.c.Close() }
+func (p *prober) close() { p.c.Close(); p.uc.Close() }
 
 // renew sends a renewing REQUEST (ciaddr set, unicast to the server) and
 // waits for the ACK of its address, retrying twice after 1 s.
@@ -432,7 +444,7 @@ func (p *prober) renew(ctx context.Context) (time.Duration, error) {
 	}
 	msg.TransactionID = dhcpv4.TransactionID{byte(p.rng.Intn(256)), byte(p.rng.Intn(256)), byte(p.rng.Intn(256)), byte(p.rng.Intn(256))}
 	start := time.Now()
-	resp, err := p.c.SendAndRead(ctx, &net.UDPAddr{IP: net.ParseIP(serverIP), Port: 67}, msg,
+	resp, err := p.uc.SendAndRead(ctx, &net.UDPAddr{IP: net.ParseIP(serverIP), Port: 67}, msg,
 		nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak))
 	took := time.Since(start)
 	switch {

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
 )
 
@@ -36,6 +39,7 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	logf.SetLogger(logr.Discard()) // the processes under test log to their own files
 	var err error
 	binDir, err = os.MkdirTemp("", "vm-dhcp-reliability-bin-")
 	if err != nil {
