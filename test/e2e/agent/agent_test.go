@@ -273,4 +273,3 @@ func (a *agent) metric(t *testing.T, name string) string {
 	}
 	return ""
 }
-

@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# DHCP throughput: vm-dhcp-agent (ippool-lease + harvester-options, leases
+# from a snapshot, no API server) vs upstream CoreDHCP's `file` plugin vs Kea
+# with host reservations, each serving the same 4,096 static leases, driven
+# by perfdhcp at rising rates and in the avalanche scenario. Servers are run
+# alternately (one at a time) so they never compete for the CPU.
+#
+# Everything runs in two network namespaces this script creates and removes
+# (server and client joined by a veth pair); perfdhcp acts as a relay, so the
+# client namespace holds an address of the served subnet.
+#
+# Usage (root): bench/dhcp/run.sh [--rates "1000 4000 8000 16000"] [--period 10]
+#               [--rounds 1] [--no-docs]
+# Writes the table into the "## DHCP throughput" section of docs/benchmarks.md.
+set -euo pipefail
+
+RATES="1000 4000 8000 16000"
+PERIOD=10
+ROUNDS=1
+WRITE_DOCS=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --rates) RATES="$2"; shift 2 ;;
+    --period) PERIOD="$2"; shift 2 ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --no-docs) WRITE_DOCS=0; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+[[ $EUID -eq 0 ]] || { echo "run as root (network namespaces)" >&2; exit 1; }
+for tool in ip perfdhcp kea-dhcp4 go python3; do
+  command -v "$tool" >/dev/null || { echo "$tool missing (Debian: kea-admin provides perfdhcp, kea-dhcp4-server)" >&2; exit 1; }
+done
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+WORK="$(mktemp -d /tmp/vm-dhcp-bench.XXXXXX)"
+ID="$(printf '%04x' $((RANDOM % 65536)))"
+SRV_NS="vmdhcp-bench-$ID-s"; CLI_NS="vmdhcp-bench-$ID-c"
+SRV_IF="bs$ID"; CLI_IF="bc$ID"
+SERVER_IP=10.250.0.1; CLIENT_IP=10.250.0.2; PREFIX=16
+N=4096
+SERVER_PID=""
+
+cleanup() {
+  stop_server
+  for ns in "$SRV_NS" "$CLI_NS"; do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+stop_server() {
+  if [[ -n "$SERVER_PID" ]]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+
+echo "building vm-dhcp-agent (CGO_ENABLED=0)..." >&2
+(cd "$ROOT" && CGO_ENABLED=0 go build -o "$WORK/vm-dhcp-agent" ./coredhcp-build)
+
+# --- the 4,096 leases, in each server's format -------------------------------
+python3 - "$WORK" "$N" <<'PY'
+import json, sys
+work, n = sys.argv[1], int(sys.argv[2])
+macs, alloc, file_leases, resv = [], {}, [], []
+for i in range(n):
+    mac = "02:00:00:01:%02x:%02x" % (i >> 8, i & 0xff)
+    ip = "10.250.%d.%d" % (16 + (i >> 8), i & 0xff)
+    macs.append(mac); alloc[ip] = mac
+    file_leases.append("%s %s" % (mac, ip))
+    resv.append({"hw-address": mac, "ip-address": ip})
+open(f"{work}/macs.txt", "w").write("\n".join(macs) + "\n")
+open(f"{work}/file_leases.txt", "w").write("\n".join(file_leases) + "\n")
+cfg = {"serverIP": "10.250.0.1", "cidr": "10.250.0.0/16",
+       "pool": {"start": "10.250.16.0", "end": "10.250.31.255"},
+       "router": "10.250.0.254", "dns": ["10.250.0.53"], "leaseTime": 3600}
+json.dump({"version": 1, "savedAt": "2026-01-01T00:00:00Z", "namespace": "bench", "name": "pool",
+           "exists": True, "ipv4Config": cfg, "allocated": alloc}, open(f"{work}/snapshot.json", "w"))
+kea = {"Dhcp4": {
+    "interfaces-config": {"interfaces": [], "dhcp-socket-type": "udp"},
+    "lease-database": {"type": "memfile", "persist": False},
+    "host-reservation-identifiers": ["hw-address"],
+    "valid-lifetime": 3600,
+    "subnet4": [{"id": 1, "subnet": "10.250.0.0/16", "reservations": resv,
+                 "option-data": [{"name": "routers", "data": "10.250.0.254"},
+                                 {"name": "domain-name-servers", "data": "10.250.0.53"}]}],
+    "loggers": [{"name": "kea-dhcp4", "severity": "ERROR", "output_options": [{"output": "stdout"}]}]}}
+json.dump(kea, open(f"{work}/kea.json", "w"))
+PY
+sed -i "s/\"interfaces\": \[\]/\"interfaces\": [\"$SRV_IF\"]/" "$WORK/kea.json"
+
+# The agent never reaches an API server here: the kubeconfig points at a
+# closed loopback port of the server namespace, so the pool comes from the
+# snapshot, as after an outage.
+cat > "$WORK/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
+users: [{name: none, user: {token: none}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+current-context: none
+KC
+cat > "$WORK/agent.yaml" <<YAML
+server4:
+  listen: ["%$SRV_IF"]
+  plugins:
+    - server_id: $SERVER_IP
+    - harvester-options: bench/pool kubeconfig=$WORK/kubeconfig
+    - ippool-lease: bench/pool snapshot=$WORK/snapshot.json kubeconfig=$WORK/kubeconfig
+YAML
+# Upstream CoreDHCP's file plugin with the same options (router, DNS,
+# netmask, lease time), run by the same binary: it registers CoreDHCP's
+# core plugins unchanged.
+cat > "$WORK/file.yaml" <<YAML
+server4:
+  listen: ["%$SRV_IF"]
+  plugins:
+    - server_id: $SERVER_IP
+    - lease_time: 3600s
+    - router: 10.250.0.254
+    - netmask: 255.255.0.0
+    - dns: 10.250.0.53
+    - file: $WORK/file_leases.txt
+YAML
+
+# --- namespaces ---------------------------------------------------------------
+ip netns add "$SRV_NS"; ip netns add "$CLI_NS"
+ip link add "$SRV_IF" netns "$SRV_NS" type veth peer name "$CLI_IF" netns "$CLI_NS"
+ip -n "$SRV_NS" link set lo up; ip -n "$CLI_NS" link set lo up
+ip -n "$SRV_NS" addr add "$SERVER_IP/$PREFIX" dev "$SRV_IF"; ip -n "$SRV_NS" link set "$SRV_IF" up
+ip -n "$CLI_NS" addr add "$CLIENT_IP/$PREFIX" dev "$CLI_IF"; ip -n "$CLI_NS" link set "$CLI_IF" up
+sleep 1
+
+start_server() { # name
+  case "$1" in
+    vm-dhcp-agent)
+      ip netns exec "$SRV_NS" "$WORK/vm-dhcp-agent" -c "$WORK/agent.yaml" -l error -N --health-addr 127.0.0.1:18080 \
+        >"$WORK/server.log" 2>&1 & ;;
+    coredhcp-file)
+      ip netns exec "$SRV_NS" "$WORK/vm-dhcp-agent" -c "$WORK/file.yaml" -l error -N --health-addr 127.0.0.1:18080 \
+        >"$WORK/server.log" 2>&1 & ;;
+    kea)
+      mkdir -p "$WORK/kea-run"
+      KEA_PIDFILE_DIR="$WORK/kea-run" KEA_LOCKFILE_DIR="$WORK/kea-run" \
+        ip netns exec "$SRV_NS" kea-dhcp4 -c "$WORK/kea.json" >"$WORK/server.log" 2>&1 & ;;
+  esac
+  SERVER_PID=$!
+  # Ready when one known client gets an OFFER (bounded: 30 tries). The
+  # output is captured first: grep -q on a pipe would kill perfdhcp with
+  # SIGPIPE and fail the pipeline under pipefail.
+  local out
+  for _ in $(seq 30); do
+    out="$(ip netns exec "$CLI_NS" timeout 5 perfdhcp -4 -l "$CLI_IF" -r 1 -n 1 -W 1000000 -M "$WORK/macs.txt" "$SERVER_IP" 2>&1 || true)"
+    if grep -q "received packets: 1" <<<"$out"; then
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "$1 exited:" >&2; cat "$WORK/server.log" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "$1 did not answer" >&2; cat "$WORK/server.log" >&2; echo "$out" >&2; exit 1
+}
+
+# perfdhcp prints per exchange "sent packets", "received packets", "drops
+# ratio", and "Rate: X 4-way exchanges/second".
+run_rate() { # rate -> "rate acks drops% avg_ms"
+  local out
+  # perfdhcp exits non-zero when packets were dropped: that is a result here.
+  out="$(ip netns exec "$CLI_NS" timeout $((PERIOD + 30)) perfdhcp -4 -l "$CLI_IF" -r "$1" -p "$PERIOD" -W 1000000 \
+    -M "$WORK/macs.txt" "$SERVER_IP" 2>&1 || true)"
+  [[ -n "${BENCH_DEBUG:-}" ]] && echo "$out" >&2
+  python3 -c '
+import re, sys
+out = sys.stdin.read()
+rate = re.search(r"Rate: ([0-9.]+) 4-way", out)
+recv = re.findall(r"received packets: (\d+)", out)
+sent = re.findall(r"sent packets: (\d+)", out)
+avg = re.findall(r"avg delay: ([0-9.]+) ms", out)
+acks = int(recv[1]) if len(recv) > 1 else 0
+disc = int(sent[0]) if sent else 0
+drops = 100.0 * (disc - acks) / disc if disc else 100.0
+print("%.0f %d %.1f %s" % (float(rate.group(1)) if rate else 0, acks, drops, avg[1] if len(avg) > 1 else "-"))' <<<"$out"
+}
+
+run_avalanche() { # -> "wall_seconds rate acks retransmissions"
+  local t0 t1 out
+  t0=$(date +%s.%N)
+  out="$(ip netns exec "$CLI_NS" timeout 120 perfdhcp -4 -l "$CLI_IF" --scenario avalanche -R "$N" -W 1000000 \
+    -M "$WORK/macs.txt" "$SERVER_IP" 2>&1 || true)"
+  t1=$(date +%s.%N)
+  [[ -n "${BENCH_DEBUG:-}" ]] && echo "$out" >&2
+  python3 -c '
+import re, sys
+out, wall = sys.stdin.read(), float(sys.argv[2]) - float(sys.argv[1])
+rate = re.search(r"Rate: ([0-9.]+) 4-way", out)
+recv = re.findall(r"received packets: (\d+)", out)
+# perfdhcp prints cumulative "retrying N" per exchange while it waits.
+retry = {}
+for ex, n in re.findall(r"(DISCOVER-OFFER|REQUEST-ACK): still waiting .* retrying (\d+)", out):
+    retry[ex] = int(n)
+print("%.1f %.0f %s %d" % (wall, float(rate.group(1)) if rate else 0, recv[1] if len(recv) > 1 else "0", sum(retry.values())))' "$t0" "$t1" <<<"$out"
+}
+
+SERVERS="vm-dhcp-agent coredhcp-file kea"
+declare -A RES
+for round in $(seq "$ROUNDS"); do
+  for rate in $RATES; do
+    for s in $SERVERS; do
+      start_server "$s"
+      r="$(run_rate "$rate")"
+      stop_server
+      echo "round $round rate $rate $s: $r" >&2
+      RES["$s/$rate/$round"]="$r"
+    done
+  done
+  for s in $SERVERS; do
+    start_server "$s"
+    r="$(run_avalanche)"
+    stop_server
+    echo "round $round avalanche $s: $r" >&2
+    RES["$s/avalanche/$round"]="$r"
+  done
+done
+
+# --- table ----------------------------------------------------------------------
+TABLE="$WORK/table.md"
+{
+  echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)), servers and perfdhcp on the same machine;"
+  echo "$N static leases, perfdhcp as a relay, ${PERIOD}s per rate, $ROUNDS round(s), servers alternated, logging at error level."
+  echo "Rate = perfdhcp's 4-way exchanges/s (it divides by period + 1 s exit wait, so a perfect run at r/s prints ~r*${PERIOD}/$((PERIOD + 1)))."
+  echo
+  echo "| offered/s | vm-dhcp-agent ACK/s | CoreDHCP file ACK/s | Kea ACK/s | agent vs file | agent drops | file drops | Kea drops | agent / file / Kea avg REQUEST-ACK ms |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  for rate in $RATES; do
+    line="| $rate"
+    declare -A best=()
+    for s in $SERVERS; do
+      sum=0; dsum=0; avgs=""
+      for round in $(seq "$ROUNDS"); do
+        read -r r acks drops avg <<<"${RES[$s/$rate/$round]}"
+        sum=$(python3 -c "print($sum + $r)"); dsum=$(python3 -c "print($dsum + $drops)"); avgs="$avg"
+      done
+      best[$s]=$(python3 -c "print(round($sum / $ROUNDS))")
+      best[$s.drops]=$(python3 -c "print('%.1f %%' % ($dsum / $ROUNDS))")
+      best[$s.avg]="$avgs"
+    done
+    ratio=$(python3 -c "a,b=${best[vm-dhcp-agent]},${best[coredhcp-file]}; print('%+.1f %%' % (100.0*(a-b)/b) if b else '-')")
+    echo "| $rate | ${best[vm-dhcp-agent]} | ${best[coredhcp-file]} | ${best[kea]} | $ratio | ${best[vm-dhcp-agent.drops]} | ${best[coredhcp-file.drops]} | ${best[kea.drops]} | ${best[vm-dhcp-agent.avg]} / ${best[coredhcp-file.avg]} / ${best[kea.avg]} |"
+    unset best
+  done
+  echo
+  echo "Avalanche (\`--scenario avalanche -R $N\`: every client at once, with retransmissions), last round:"
+  echo
+  echo "| server | wall time (s) | perfdhcp rate | ACKs received | retransmissions |"
+  echo "|---|---:|---:|---:|---:|"
+  for s in $SERVERS; do
+    read -r secs rate acks retr <<<"${RES[$s/avalanche/$ROUNDS]}"
+    echo "| $s | $secs | $rate | $acks | $retr |"
+  done
+} >"$TABLE"
+cat "$TABLE"
+
+if [[ $WRITE_DOCS -eq 1 ]]; then
+  DOC="$ROOT/docs/benchmarks.md"
+  python3 - "$DOC" "$TABLE" <<'PY'
+import os, re, sys
+doc, table = sys.argv[1], open(sys.argv[2]).read()
+section = ("## DHCP throughput\n\n"
+  "`bench/dhcp/run.sh` (root): vm-dhcp-agent serving an IPPool of 4,096 allocations from its snapshot, "
+  "upstream CoreDHCP's `file` plugin with the same leases and options, and Kea 2.2 with the same 4,096 host "
+  "reservations, driven by perfdhcp in network namespaces.\n\n" + table + "\n")
+text = open(doc).read() if os.path.exists(doc) else "# Benchmarks\n\n"
+m = re.search(r"^## DHCP throughput\n.*?(?=^## |\Z)", text, flags=re.S | re.M)
+text = text[:m.start()] + section + text[m.end():] if m else text.rstrip("\n") + "\n\n" + section
+open(doc, "w").write(text)
+PY
+  echo "wrote $DOC" >&2
+fi
