@@ -53,7 +53,8 @@ func hostRole(p netip.Prefix, a netip.Addr) string {
 }
 
 // checkHostIn validates an address field that must be a usable host of the
-// pool's network. It returns the address and whether it was well formed.
+// pool's network. It returns the address and whether it is usable, so that
+// callers compare only addresses that passed (one error per mistake).
 func checkHostIn(es *FieldErrors, field, value string, cidr netip.Prefix, cidrOK bool) (netip.Addr, bool) {
 	a, ok := parseIPv4(value)
 	if !ok {
@@ -65,10 +66,11 @@ func checkHostIn(es *FieldErrors, field, value string, cidr netip.Prefix, cidrOK
 	}
 	if !cidr.Contains(a) {
 		es.add(field, value, "is outside spec.ipv4Config.cidr %s", cidr.Masked())
-		return a, true
+		return a, false
 	}
 	if role := hostRole(cidr, a); role != "" {
 		es.add(field, value, "%s", role)
+		return a, false
 	}
 	return a, true
 }

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -56,6 +56,7 @@ func fromYAML(t *testing.T, doc string) *unstructured.Unstructured {
 // the pool cannot be deleted while the VM's network config uses it, and can
 // once it is gone.
 func TestHarvesterExamples(t *testing.T) {
+	needCluster(t)
 	ctx := context.Background()
 	nad(t, "default", "example")
 	pool := fromYAML(t, harvesterIPPool)
@@ -92,6 +93,7 @@ func TestHarvesterExamples(t *testing.T) {
 // serverIP, pool.start and pool.end: the CRD requires them, so the create
 // only passes because the mutating webhook fills them before the schema runs.
 func TestMutatorFillsMissingFields(t *testing.T) {
+	needCluster(t)
 	ctx := context.Background()
 	nad(t, "mutate", "example")
 	pool := fromYAML(t, strings.NewReplacer(
@@ -148,6 +150,7 @@ func TestMutatorFillsMissingFields(t *testing.T) {
 // another, the VM in a third. Harvester's add-on matched the VM's network
 // against the pool's namespace and let such deletes through.
 func TestDeleteMatchesNADNamespace(t *testing.T) {
+	needCluster(t)
 	ctx := context.Background()
 	nad(t, "nads", "shared")
 	namespace(t, "pools")
@@ -180,6 +183,7 @@ func TestDeleteMatchesNADNamespace(t *testing.T) {
 
 // TestPausedPoolMayStrandAllocations: the stranding rule yields to a paused pool.
 func TestPausedPoolMayStrandAllocations(t *testing.T) {
+	needCluster(t)
 	ctx := context.Background()
 	nad(t, "paused", "net")
 	pool := &v1alpha1.IPPool{

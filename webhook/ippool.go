@@ -31,6 +31,9 @@ const (
 	MinMTU       = 68 // RFC 791's minimum
 	MaxMTU       = 65535
 	MaxPrefixLen = 30 // a /31 or /32 has no room for a server and a client
+	// MinPrefixLen bounds a pool's size: the IPAM keeps a bit per address of
+	// the range, and a /0 would overlap every network anyway.
+	MinPrefixLen = 8
 )
 
 const ipv4Path = "spec.ipv4Config"
@@ -48,7 +51,9 @@ func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1
 		return validateIPPoolDelete(ctx, lk, pool)
 	case admissionv1.Update:
 		es := ValidateIPPoolSpec(pool, opts)
-		if old != nil {
+		// The stranding check loads both specs into the IPAM; only a spec
+		// that passed validation is safe (and meaningful) to load.
+		if old != nil && len(es) == 0 {
 			es = append(es, strandedAllocations(old, pool)...)
 		}
 		return es, nil
@@ -75,6 +80,9 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 	case cidr.Bits() > MaxPrefixLen:
 		es.add(ipv4Path+".cidr", c.CIDR, "has a prefix longer than /%d: no room for a server and clients", MaxPrefixLen)
 		cidrOK = false
+	case cidr.Bits() < MinPrefixLen:
+		es.add(ipv4Path+".cidr", c.CIDR, "has a prefix shorter than /%d", MinPrefixLen)
+		cidrOK = false
 	default:
 		for _, other := range []struct {
 			name   string
@@ -86,33 +94,35 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 		}
 	}
 
-	var server netip.Addr
+	var server, router netip.Addr
+	serverOK, routerOK := false, false
 	if c.ServerIP == "" {
 		es.add(ipv4Path+".serverIP", "", "is required (the webhook fills it in on create when the cidr is valid)")
 	} else {
-		server, _ = checkHostIn(&es, ipv4Path+".serverIP", string(c.ServerIP), cidr, cidrOK)
+		server, serverOK = checkHostIn(&es, ipv4Path+".serverIP", string(c.ServerIP), cidr, cidrOK)
 	}
-	var router netip.Addr
 	if c.Router != "" {
-		router, _ = checkHostIn(&es, ipv4Path+".router", string(c.Router), cidr, cidrOK)
+		router, routerOK = checkHostIn(&es, ipv4Path+".router", string(c.Router), cidr, cidrOK)
 	}
-	if server.IsValid() && server == router {
+	if serverOK && routerOK && server == router {
 		es.add(ipv4Path+".serverIP", string(c.ServerIP), "is the same address as spec.ipv4Config.router")
 	}
 
 	var start, end netip.Addr
+	startOK, endOK := false, false
 	for _, f := range []struct {
 		name  string
 		value v1alpha1.IPv4Address
 		out   *netip.Addr
-	}{{"start", c.Pool.Start, &start}, {"end", c.Pool.End, &end}} {
+		ok    *bool
+	}{{"start", c.Pool.Start, &start, &startOK}, {"end", c.Pool.End, &end, &endOK}} {
 		if f.value == "" {
 			es.add(ipv4Path+".pool."+f.name, "", "is required (the webhook fills it in on create when the cidr is valid)")
 			continue
 		}
-		*f.out, _ = checkHostIn(&es, ipv4Path+".pool."+f.name, string(f.value), cidr, cidrOK)
+		*f.out, *f.ok = checkHostIn(&es, ipv4Path+".pool."+f.name, string(f.value), cidr, cidrOK)
 	}
-	rangeOK := start.IsValid() && end.IsValid()
+	rangeOK := startOK && endOK
 	if rangeOK && start.Compare(end) > 0 {
 		es.add(ipv4Path+".pool.start", string(c.Pool.Start), "is after spec.ipv4Config.pool.end %s", c.Pool.End)
 		rangeOK = false
@@ -286,6 +296,9 @@ func strandedAllocations(old, pool *v1alpha1.IPPool) FieldErrors {
 	}
 	alloc := old.Status.IPv4.Allocated
 	before := map[string]bool{}
+	if len(ValidateIPPoolSpec(old, Options{})) > 0 {
+		return nil // a stored pool this broken can only be fixed, not stranded further
+	}
 	if oldIPAM, err := ipam.New(ipamConfig(old)); err == nil {
 		for _, c := range oldIPAM.Restore(alloc) {
 			before[c.IP] = true

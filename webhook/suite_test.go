@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"crypto/tls"
+	"flag"
 	"fmt"
 	"net"
 	"net/netip"
@@ -43,7 +44,24 @@ var testOptions = webhook.Options{
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// Fuzzing (and its worker processes) needs no control plane: starting
+	// one per worker would only slow the fuzzer down.
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run())
+	}
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		os.Exit(m.Run())
+	}
 	os.Exit(runSuite(m))
+}
+
+// needCluster skips a test when the suite runs without a control plane.
+func needCluster(t *testing.T) {
+	t.Helper()
+	if k8s == nil {
+		t.Skip("no control plane in fuzzing mode")
+	}
 }
 
 func runSuite(m *testing.M) int {

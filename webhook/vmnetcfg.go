@@ -108,6 +108,12 @@ func checkRequestedIP(es *FieldErrors, field, ip string, pool *v1alpha1.IPPool) 
 		es.add(field, ip, "is the router of IPPool %s", poolName)
 		return
 	}
+	// A pool stored before the webhook was installed may be invalid; never
+	// hand such a spec to the IPAM.
+	if bad := ValidateIPPoolSpec(pool, Options{}); len(bad) > 0 {
+		es.add(field, ip, "cannot be checked: IPPool %s is invalid: %v", poolName, bad[0])
+		return
+	}
 	p, err := ipam.New(ipamConfig(pool))
 	if err != nil {
 		es.add(field, ip, "cannot be checked: IPPool %s is invalid: %v", poolName, err)

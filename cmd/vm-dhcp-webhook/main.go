@@ -28,7 +28,7 @@ import (
 
 type config struct {
 	namespace, serviceName, certDir, certMode, secretName, webhookConfigName string
-	serviceCIDR, podCIDR, metricsAddr, probeAddr                            string
+	serviceCIDR, podCIDR, metricsAddr, probeAddr                             string
 	port                                                                     int
 }
 

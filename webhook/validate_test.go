@@ -1,0 +1,121 @@
+package webhook
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
+)
+
+func harvesterPool() *v1alpha1.IPPool {
+	return &v1alpha1.IPPool{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "example"},
+		Spec: v1alpha1.IPPoolSpec{NetworkName: "default/example", IPv4Config: v1alpha1.IPv4Config{
+			ServerIP: "192.168.100.2", CIDR: "192.168.100.0/24",
+			Pool: v1alpha1.Pool{Start: "192.168.100.101", End: "192.168.100.200",
+				Exclude: []v1alpha1.IPv4Address{"192.168.100.151", "192.168.100.187"}},
+			Router: "192.168.100.1", DNS: []v1alpha1.IPv4Address{"1.1.1.1"},
+			DomainName: ptr.To("example.com"), DomainSearch: []string{"example.com"},
+			NTP: []string{"pool.ntp.org"}, LeaseTime: ptr.To(300),
+		}},
+	}
+}
+
+func harvesterVM() *v1alpha1.VirtualMachineNetworkConfig {
+	return &v1alpha1.VirtualMachineNetworkConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "test-vm"},
+		Spec: v1alpha1.VirtualMachineNetworkConfigSpec{VMName: "test-vm", NetworkConfigs: []v1alpha1.NetworkConfig{
+			{MACAddress: "22:37:37:82:93:7d", NetworkName: "default/example"},
+		}},
+	}
+}
+
+func TestHarvesterExamplesOffline(t *testing.T) {
+	ctx := context.Background()
+	lk := Objects{NADs: []string{"default/example"}}
+	es, err := ValidateIPPool(ctx, lk, Options{}, admissionv1.Create, harvesterPool(), nil)
+	if err != nil || len(es) > 0 {
+		t.Fatalf("Harvester's IPPool refused: %v %v", es, err)
+	}
+	lk.IPPools = []v1alpha1.IPPool{*harvesterPool()}
+	es, err = ValidateVMNetCfg(ctx, lk, admissionv1.Create, harvesterVM())
+	if err != nil || len(es) > 0 {
+		t.Fatalf("Harvester's VMNetCfg refused: %v %v", es, err)
+	}
+	// The same pool again (another name) now collides on the network.
+	other := harvesterPool()
+	other.Name = "other"
+	es, _ = ValidateIPPool(ctx, lk, Options{}, admissionv1.Create, other, nil)
+	if !strings.Contains(es.Error(), "spec.networkName: default/example is already served by IPPool default/example") {
+		t.Errorf("second pool on the network: got %q", es.Error())
+	}
+}
+
+func TestDefaultIPPoolFillsOnlyMissing(t *testing.T) {
+	p := harvesterPool()
+	if filled := DefaultIPPool(p); len(filled) != 0 {
+		t.Errorf("filled %v on a complete pool", filled)
+	}
+	if p.Spec.IPv4Config.ServerIP != "192.168.100.2" || p.Spec.IPv4Config.Pool.Start != "192.168.100.101" {
+		t.Errorf("changed a set field: %+v", p.Spec.IPv4Config)
+	}
+
+	p.Spec.IPv4Config.ServerIP, p.Spec.IPv4Config.Pool.Start, p.Spec.IPv4Config.Pool.End = "", "", ""
+	p.Spec.IPv4Config.CIDR = "192.168.100.77/30" // host bits are tolerated, as in Harvester
+	p.Spec.IPv4Config.Router = "192.168.100.77"
+	p.Spec.IPv4Config.Pool.Exclude = nil
+	filled := DefaultIPPool(p)
+	c := p.Spec.IPv4Config
+	if len(filled) != 3 || c.Pool.Start != "192.168.100.77" || c.Pool.End != "192.168.100.78" || c.ServerIP != "192.168.100.78" {
+		t.Errorf("filled %v: start=%s end=%s server=%s; want .77 .78 .78", filled, c.Pool.Start, c.Pool.End, c.ServerIP)
+	}
+
+	// No host left for the server: nothing invented.
+	p.Spec.IPv4Config.ServerIP = ""
+	p.Spec.IPv4Config.Pool.Exclude = []v1alpha1.IPv4Address{"192.168.100.78"}
+	if filled := DefaultIPPool(p); len(filled) != 0 || p.Spec.IPv4Config.ServerIP != "" {
+		t.Errorf("invented a server IP %q", p.Spec.IPv4Config.ServerIP)
+	}
+}
+
+func TestStrandedAllocations(t *testing.T) {
+	old := harvesterPool()
+	old.Status.IPv4 = &v1alpha1.IPv4Status{Allocated: map[string]string{
+		"192.168.100.120": "22:37:37:82:93:7d",
+		"192.168.100.151": ipam.MarkExcluded,
+		// An entry the old spec could not hold either: not this update's fault.
+		"192.168.100.2": "22:37:37:82:93:7e",
+	}}
+	upd := old.DeepCopy()
+	upd.Spec.IPv4Config.Pool.Exclude = append(upd.Spec.IPv4Config.Pool.Exclude, "192.168.100.120", "192.168.100.121")
+	es, _ := ValidateIPPool(context.Background(), Objects{}, Options{}, admissionv1.Update, upd, old)
+	if len(es) != 1 || es[0].Field != "spec.ipv4Config.pool.exclude" || es[0].Value != "192.168.100.120" {
+		t.Fatalf("got %v; want one refusal of exclude 192.168.100.120", es)
+	}
+	upd.Spec.Paused = ptr.To(true)
+	if es, _ := ValidateIPPool(context.Background(), Objects{}, Options{}, admissionv1.Update, upd, old); len(es) != 0 {
+		t.Errorf("paused pool refused: %v", es)
+	}
+}
+
+func TestValidateNeverNilFields(t *testing.T) {
+	es, err := ValidateIPPool(context.Background(), Objects{}, Options{}, admissionv1.Create, &v1alpha1.IPPool{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"spec.networkName", "spec.ipv4Config.cidr", "spec.ipv4Config.serverIP", "spec.ipv4Config.pool.start", "spec.ipv4Config.pool.end"} {
+		if !strings.Contains(es.Error(), want+":") {
+			t.Errorf("empty pool: %q does not name %s", es.Error(), want)
+		}
+	}
+	es, _ = ValidateVMNetCfg(context.Background(), Objects{}, admissionv1.Create, &v1alpha1.VirtualMachineNetworkConfig{})
+	if !strings.Contains(es.Error(), "spec.vmName: is required") {
+		t.Errorf("empty VMNetCfg: %q", es.Error())
+	}
+}
