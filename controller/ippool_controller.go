@@ -113,7 +113,9 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		conds = append(conds, condUpdate{v1alpha1.Registered, corev1.ConditionTrue, ReasonRegistered, ""})
 	}
 
-	// The IPAM: built from spec and status on first use by the store.
+	// The IPAM: built from spec and status on first use by the store, and
+	// rebuilt when the spec moved on (excludes may change).
+	r.Store.Refresh(req.NamespacedName, pool.Generation)
 	if err := r.Store.Do(ctx, req.NamespacedName, func(*v1alpha1.IPPool, *ipam.Pool) error { return nil }); err != nil {
 		if errors.Is(err, ipam.ErrInvalidConfig) {
 			if !conditionIs(pool.Status.Conditions, v1alpha1.CacheReady, corev1.ConditionFalse, ReasonInvalidConfig) {

@@ -427,3 +427,26 @@ func TestAgentRecreatedWhenItsNodeDies(t *testing.T) {
 	eventually(t, 10*time.Second, "node event", func() error { return hasEvent(ns, "pool", "AgentRedeploy", "not ready") })
 	_ = k8s.Delete(ctx, node)
 }
+
+func TestExcludeAddedToRunningPool(t *testing.T) {
+	ctx := context.Background()
+	startController(t, managerOpts{})
+	ns := newNamespace(t)
+	createNAD(t, ns, "net", nil)
+	pool := newPool(ns, "pool", ns+"/net", "192.168.100.10", "192.168.100.20")
+	create(t, pool)
+	key := client.ObjectKeyFromObject(pool)
+	waitPoolCondition(t, key, v1alpha1.CacheReady, corev1.ConditionTrue)
+	p := getPool(t, key)
+	p.Spec.IPv4Config.Pool.Exclude = []v1alpha1.IPv4Address{"192.168.100.15"}
+	if err := k8s.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "new exclude in status", func() error {
+		p := getPool(t, key)
+		if p.Status.IPv4 == nil || p.Status.IPv4.Allocated["192.168.100.15"] != "EXCLUDED" || p.Status.IPv4.Available != 10 {
+			return fmt.Errorf("status %+v", p.Status.IPv4)
+		}
+		return nil
+	})
+}

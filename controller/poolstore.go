@@ -133,6 +133,23 @@ func (s *PoolStore) Forget(key types.NamespacedName) {
 	}
 }
 
+// Refresh makes the pool's next batch start from a fresh read when the
+// caller has seen a newer generation of its spec (e.g. a new exclude):
+// without a conflict the store would not notice the change.
+func (s *PoolStore) Refresh(key types.NamespacedName, generation int64) {
+	s.mu.Lock()
+	ps := s.pools[key]
+	s.mu.Unlock()
+	if ps == nil {
+		return
+	}
+	ps.mu.Lock()
+	if ps.obj == nil || ps.obj.Generation < generation {
+		ps.stale = true
+	}
+	ps.mu.Unlock()
+}
+
 // IPAM returns the pool's IPAM if loaded. It may include the batch being
 // written; use it for reading only (debug endpoints, metrics).
 func (s *PoolStore) IPAM(key types.NamespacedName) (*ipam.Pool, bool) {
@@ -258,7 +275,10 @@ func (s *PoolStore) commit(ctx context.Context, ps *poolState, batch []*pendingO
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		if ps.stale {
+		ps.mu.RLock()
+		stale := ps.stale
+		ps.mu.RUnlock()
+		if stale {
 			if err := s.reload(ctx, ps); err != nil {
 				reply(nil, err)
 				return
