@@ -41,13 +41,14 @@ func main() {
 	helm := fs.String("helm", "", "helm binary (default: helm from $PATH)")
 	examples := fs.String("examples", "examples", "folder with nad.yaml, harvester-ippool.yaml and vm.yaml")
 	namespace := fs.String("namespace", "vm-dhcp-system", "namespace of the controller, webhook and agents")
+	chart := fs.String("chart", "charts/vm-dhcp-controller", "the chart to render")
 	admin := fs.Bool("admin", false, "run the controller, webhook and agents as admin instead of with their service accounts")
 	_ = fs.Parse(os.Args[2:])
 
 	var err error
 	switch os.Args[1] {
 	case "up":
-		err = up(*workDir, *binDir, *helm, *examples, *namespace, *admin)
+		err = up(*workDir, *binDir, *helm, *chart, *examples, *namespace, *admin)
 	case "down":
 		var did []string
 		did, err = localcluster.Down(*workDir)
@@ -63,7 +64,7 @@ func main() {
 	}
 }
 
-func up(workDir, binDir, helm, examples, namespace string, admin bool) error {
+func up(workDir, binDir, helm, chart, examples, namespace string, admin bool) error {
 	ctrllog.SetLogger(logr.Discard()) // progress goes to stdout; component logs go to files
 	workDir, _ = filepath.Abs(workDir)
 	binDir, _ = filepath.Abs(binDir)
@@ -77,7 +78,7 @@ func up(workDir, binDir, helm, examples, namespace string, admin bool) error {
 	defer stop()
 
 	c, err := localcluster.Start(ctx, localcluster.Options{
-		WorkDir: workDir, BinDir: binDir, Helm: helm, Namespace: namespace,
+		WorkDir: workDir, BinDir: binDir, Helm: helm, ChartDir: chart, Namespace: namespace,
 		AdminEverywhere: admin, Progress: os.Stdout,
 	})
 	if err != nil {
@@ -103,8 +104,8 @@ The demo is running. In another terminal:
   kubectl get pods -n %[2]s -o wide            # the pool's agent, run by the kubelet stand-in
   kubectl edit ippool -n default example       # e.g. change dns; the agent serves it at the next request
   kubectl edit cm -n %[2]s default-example-agent-config   # the pool's CoreDHCP config
-  ip netns exec vmdhcp-vm-test-vm udhcpc -i eth0 -q -n -s /bin/true   # ask for an address again
-  ip netns exec vmdhcp-vm-test-vm ping -c1 192.168.100.2              # reach the agent from the VM
+  ip netns exec vmdhcp-demo-vm-test-vm udhcpc -i eth0 -q -n -s /bin/true   # ask for an address again
+  ip netns exec vmdhcp-demo-vm-test-vm ip -4 addr show eth0           # the address the VM configured
 
 Logs: %[1]s/logs/ (controller.log, webhook.log, kubelet.log, agent-*.log)
 Stop with Ctrl-C here, or run: make demo-down

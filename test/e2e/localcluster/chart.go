@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -141,6 +143,13 @@ type containerCommand struct {
 	Args           []string
 	Env            map[string]string
 	ServiceAccount string
+	// Mounts are the container's volume mounts with their volumes.
+	Mounts []mountedVolume
+}
+
+type mountedVolume struct {
+	Mount  corev1.VolumeMount
+	Volume corev1.Volume
 }
 
 // containerCommands returns the containers of d with args and env resolved
@@ -161,9 +170,17 @@ func containerCommands(d *appsv1.Deployment, namespace string) []containerComman
 		for i, a := range args {
 			args[i] = expandVars(a, env)
 		}
+		var mounts []mountedVolume
+		for _, m := range c.VolumeMounts {
+			for _, v := range spec.Volumes {
+				if v.Name == m.Name {
+					mounts = append(mounts, mountedVolume{Mount: m, Volume: v})
+				}
+			}
+		}
 		out = append(out, containerCommand{
 			Deployment: d.Name, Container: c.Name, Image: c.Image, Args: args, Env: env,
-			ServiceAccount: spec.ServiceAccountName,
+			ServiceAccount: spec.ServiceAccountName, Mounts: mounts,
 		})
 	}
 	return out
@@ -254,4 +271,44 @@ func flagValue(args []string, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// localVolumes gives the container's ConfigMap and emptyDir volumes folders
+// under dir (ConfigMaps written from the rendered chart's objects) and
+// returns mount path -> folder, for rewritePaths. Other volumes (secrets
+// with certificates, tokens) are replaced by flags the stand-in sets.
+func localVolumes(cc containerCommand, chart *renderedChart, dir string) (map[string]string, error) {
+	mounts := map[string]string{}
+	for _, mv := range cc.Mounts {
+		folder := filepath.Join(dir, mv.Volume.Name)
+		switch {
+		case mv.Volume.ConfigMap != nil:
+			var data map[string]any
+			for _, o := range chart.Objects {
+				if o.GetKind() == "ConfigMap" && o.GetName() == mv.Volume.ConfigMap.Name {
+					data, _, _ = unstructured.NestedMap(o.Object, "data")
+				}
+			}
+			if data == nil && (mv.Volume.ConfigMap.Optional == nil || !*mv.Volume.ConfigMap.Optional) {
+				return nil, fmt.Errorf("container %s of %s mounts ConfigMap %s, which the chart does not render", cc.Container, cc.Deployment, mv.Volume.ConfigMap.Name)
+			}
+			if err := os.MkdirAll(folder, 0o755); err != nil {
+				return nil, fmt.Errorf("volume %s: %w", mv.Volume.Name, err)
+			}
+			for k, v := range data {
+				str, _ := v.(string)
+				if err := os.WriteFile(filepath.Join(folder, k), []byte(str), 0o644); err != nil {
+					return nil, fmt.Errorf("volume %s: %w", mv.Volume.Name, err)
+				}
+			}
+		case mv.Volume.EmptyDir != nil:
+			if err := os.MkdirAll(folder, 0o755); err != nil {
+				return nil, fmt.Errorf("volume %s: %w", mv.Volume.Name, err)
+			}
+		default:
+			continue
+		}
+		mounts[mv.Mount.MountPath] = folder
+	}
+	return mounts, nil
 }

@@ -61,8 +61,12 @@ type Options struct {
 	// (default vm-dhcp-system).
 	Namespace string
 	// NetnsPrefix starts the name of every network namespace created, so
-	// several clusters (a demo and a test) do not collide (default vmdhcp-).
+	// several clusters (a demo and a test) do not collide (default
+	// vmdhcp-demo-). Only the namespaces the cluster recorded creating are
+	// ever removed, never others that merely share the prefix.
 	NetnsPrefix string
+	// ChartDir is the chart to render (default charts/vm-dhcp-controller).
+	ChartDir string
 	// HelmSet are extra `--set` values for rendering the chart.
 	HelmSet []string
 	// AdminEverywhere runs the controller, webhook and agents with the admin
@@ -103,7 +107,10 @@ func (o *Options) defaults() error {
 		o.Namespace = "vm-dhcp-system"
 	}
 	if o.NetnsPrefix == "" {
-		o.NetnsPrefix = "vmdhcp-"
+		o.NetnsPrefix = "vmdhcp-demo-"
+	}
+	if o.ChartDir == "" {
+		o.ChartDir = filepath.Join(testenv.RepoRoot(), "charts", "vm-dhcp-controller")
 	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
@@ -132,7 +139,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}
 	c := &Cluster{opts: opts, netNS: opts.NetnsPrefix + "net"}
-	c.state, err = openState(filepath.Join(opts.WorkDir, "state"), opts.NetnsPrefix)
+	c.state, err = openState(filepath.Join(opts.WorkDir, "state"))
 	if err != nil {
 		return nil, err
 	}
@@ -142,8 +149,8 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}()
 
-	c.step("rendering the chart %s with helm", filepath.Join(testenv.RepoRoot(), "charts", "vm-dhcp-controller"))
-	chart, err := renderChart(opts.Helm, filepath.Join(testenv.RepoRoot(), "charts", "vm-dhcp-controller"), "vm-dhcp", opts.Namespace, opts.HelmSet)
+	c.step("rendering the chart %s with helm", opts.ChartDir)
+	chart, err := renderChart(opts.Helm, opts.ChartDir, "vm-dhcp", opts.Namespace, opts.HelmSet)
 	if err != nil {
 		return nil, err
 	}
@@ -343,6 +350,13 @@ func (c *Cluster) startWebhook(ctx context.Context, chart *renderedChart) error 
 	if !fromChart {
 		args = []string{"--namespace=" + c.opts.Namespace}
 	}
+	mounts, err := localVolumes(cc, chart, filepath.Join(c.opts.WorkDir, "webhook-volumes"))
+	if err != nil {
+		return err
+	}
+	for i := range args {
+		args[i] = rewritePaths(args[i], mounts)
+	}
 	kubeconfig, err := c.kubeconfigFor(ctx, c.opts.Namespace, cc.ServiceAccount)
 	if err != nil {
 		return err
@@ -418,6 +432,13 @@ func (c *Cluster) startController(ctx context.Context, chart *renderedChart) err
 	args := cc.Args
 	if !fromChart {
 		args = []string{"--namespace=" + c.opts.Namespace, "--agent-image=vm-dhcp-agent:local"}
+	}
+	mounts, err := localVolumes(cc, chart, filepath.Join(c.opts.WorkDir, "controller-volumes"))
+	if err != nil {
+		return err
+	}
+	for i := range args {
+		args[i] = rewritePaths(args[i], mounts)
 	}
 	kubeconfig, err := c.kubeconfigFor(ctx, c.opts.Namespace, cc.ServiceAccount)
 	if err != nil {
@@ -531,6 +552,13 @@ func (c *Cluster) Apply(ctx context.Context, path string) error {
 	return nil
 }
 
+// addNetns creates a network namespace and records it first, so that Stop
+// or Down remove it even if this process dies right after.
+func (c *Cluster) addNetns(ctx context.Context, name string) error {
+	c.state.addNetns(name)
+	return addNetns(ctx, name)
+}
+
 // Stop stops every process, removes every network namespace and stops the
 // control plane. It is safe to call more than once.
 func (c *Cluster) Stop() {
@@ -547,14 +575,12 @@ func (c *Cluster) Stop() {
 	for i := len(procs) - 1; i >= 0; i-- {
 		procs[i].stop(5 * time.Second)
 	}
-	for _, ns := range listNetns(c.opts.NetnsPrefix) {
+	for _, ns := range c.state.netnsNames() {
 		_ = delNetns(ns)
 	}
 	if c.env != nil {
 		_ = c.env.Stop()
 		c.env = nil
 	}
-	if c.state != nil {
-		c.state.remove()
-	}
+	c.state.remove()
 }

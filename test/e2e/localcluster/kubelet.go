@@ -256,7 +256,7 @@ func (k *kubelet) start(ctx context.Context, pod *corev1.Pod) (*agentPod, error)
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pod folder: %w", err)
 	}
-	if err := addNetns(ctx, p.netns); err != nil {
+	if err := k.c.addNetns(ctx, p.netns); err != nil {
 		return cleanup(err)
 	}
 	attachments, err := k.attachments(ctx, pod)

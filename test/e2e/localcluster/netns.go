@@ -51,21 +51,6 @@ func delNetns(name string) error {
 	return ipCmd(context.Background(), "netns", "del", name)
 }
 
-// listNetns returns the names of the namespaces starting with prefix.
-func listNetns(prefix string) []string {
-	entries, err := os.ReadDir(netnsDir)
-	if err != nil {
-		return nil
-	}
-	var names []string
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) {
-			names = append(names, e.Name())
-		}
-	}
-	return names
-}
-
 // inNetns runs fn on an OS thread switched into the named namespace. Sockets
 // fn opens stay in that namespace after the thread switches back, which is
 // how the stand-in listens and dials inside namespaces without a helper

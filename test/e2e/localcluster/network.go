@@ -22,7 +22,7 @@ func shortHash(s string) string {
 }
 
 func (c *Cluster) startNetwork(ctx context.Context) error {
-	if err := addNetns(ctx, c.netNS); err != nil {
+	if err := c.addNetns(ctx, c.netNS); err != nil {
 		return fmt.Errorf("create the VM network namespace: %w", err)
 	}
 	c.network = &vmNetwork{netns: c.netNS, bridges: map[string]string{}}

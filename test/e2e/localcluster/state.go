@@ -13,30 +13,49 @@ import (
 )
 
 // stateFile records what a cluster started (process IDs with their start
-// times, and the prefix of its network namespaces) so Down can remove it all
-// even when the process that started it died without cleaning up.
+// times, and the names of the network namespaces it created) so Down can
+// remove it all even when the process that started it died without cleaning
+// up.
 type stateFile struct {
-	mu   sync.Mutex
-	path string
+	mu    sync.Mutex
+	path  string
+	netns []string
 }
 
-func openState(path, netnsPrefix string) (*stateFile, error) {
+func openState(path string) (*stateFile, error) {
 	s := &stateFile{path: path}
-	if err := os.WriteFile(path, fmt.Appendf(nil, "netns-prefix %s\npid %d %d\n", netnsPrefix, os.Getpid(), startTime(os.Getpid())), 0o644); err != nil {
+	if err := os.WriteFile(path, fmt.Appendf(nil, "pid %d %d\n", os.Getpid(), startTime(os.Getpid())), 0o644); err != nil {
 		return nil, fmt.Errorf("write state file: %w", err)
 	}
 	return s, nil
 }
 
-func (s *stateFile) addPID(pid int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (s *stateFile) add(line string) {
 	f, err := os.OpenFile(s.path, os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return
 	}
 	defer f.Close()
-	fmt.Fprintf(f, "pid %d %d\n", pid, startTime(pid))
+	fmt.Fprintln(f, line)
+}
+
+func (s *stateFile) addPID(pid int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.add(fmt.Sprintf("pid %d %d", pid, startTime(pid)))
+}
+
+func (s *stateFile) addNetns(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.netns = append(s.netns, name)
+	s.add("netns " + name)
+}
+
+func (s *stateFile) netnsNames() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string{}, s.netns...)
 }
 
 func (s *stateFile) remove() { _ = os.Remove(s.path) }
@@ -99,7 +118,7 @@ func pidSet(pids []int) map[int]bool {
 // Down removes what the cluster recorded in workDir/state: it asks the
 // process that started the cluster to stop (SIGTERM, so it cleans up
 // itself), then kills whatever recorded process is left and deletes the
-// network namespaces with the recorded prefix. It returns what it did.
+// network namespaces it recorded creating. It returns what it did.
 func Down(workDir string) ([]string, error) {
 	path := filepath.Join(workDir, "state")
 	f, err := os.Open(path)
@@ -113,14 +132,14 @@ func Down(workDir string) ([]string, error) {
 		pid   int
 		start uint64
 	}
-	var prefix string
+	var netns []string
 	var pids []rec
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		switch {
-		case len(fields) == 2 && fields[0] == "netns-prefix":
-			prefix = fields[1]
+		case len(fields) == 2 && fields[0] == "netns":
+			netns = append(netns, fields[1])
 		case len(fields) == 3 && fields[0] == "pid":
 			pid, _ := strconv.Atoi(fields[1])
 			st, _ := strconv.ParseUint(fields[2], 10, 64)
@@ -143,13 +162,14 @@ func Down(workDir string) ([]string, error) {
 			did = append(did, fmt.Sprintf("killed pid %d", r.pid))
 		}
 	}
-	if prefix != "" {
-		for _, ns := range listNetns(prefix) {
-			if err := delNetns(ns); err != nil {
-				return did, err
-			}
-			did = append(did, "removed network namespace "+ns)
+	for _, ns := range netns {
+		if _, err := os.Stat(filepath.Join(netnsDir, ns)); err != nil {
+			continue // already removed by the cluster itself
 		}
+		if err := delNetns(ns); err != nil {
+			return did, err
+		}
+		did = append(did, "removed network namespace "+ns)
 	}
 	_ = os.Remove(path)
 	return did, nil

@@ -86,7 +86,7 @@ func (c *Cluster) StartVM(ctx context.Context, name string) (*VM, error) {
 	if err := os.WriteFile(filepath.Join(vm.dir, "udhcpc-hook.sh"), []byte(hookScript), 0o755); err != nil {
 		return nil, fmt.Errorf("VM hook script: %w", err)
 	}
-	if err := addNetns(ctx, vm.Netns); err != nil {
+	if err := vm.c.addNetns(ctx, vm.Netns); err != nil {
 		return nil, fmt.Errorf("VM %s: %w", name, err)
 	}
 	return vm, nil
