@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -705,6 +706,31 @@ func TestAgentValuesMatchTheController(t *testing.T) {
 	for k := range written {
 		if !fields[k] {
 			t.Errorf("the chart writes agent setting %q, which controller.AgentValues does not have (%v)", k, fields)
+		}
+	}
+}
+
+// TestChartFlagsAreDefinedByTheBinaries: beyond docs/interfaces.md, every
+// flag the chart passes is registered in the binary's main package, so the
+// container does not exit with "flag provided but not defined".
+func TestChartFlagsAreDefinedByTheBinaries(t *testing.T) {
+	defined := regexp.MustCompile(`flag\.(?:[A-Z][A-Za-z0-9]*)\((?:&[^,]+,\s*)?"([a-z][a-z0-9-]*)"`)
+	for _, values := range []map[string]any{nil, nonDefaultValues()} {
+		r := mustRender(t, values)
+		for name, bin := range binaryOfContainer {
+			src := string(readFile(t, filepath.Join("cmd", bin, "main.go")))
+			flags := map[string]bool{}
+			for _, m := range defined.FindAllStringSubmatch(src, -1) {
+				flags[m[1]] = true
+			}
+			if len(flags) == 0 {
+				t.Fatalf("found no flag definitions in cmd/%s/main.go", bin)
+			}
+			for flagName := range args(t, container(t, r, bin, name)) {
+				if !flags[flagName] {
+					t.Errorf("the chart passes --%s to %s, which cmd/%s/main.go does not define", flagName, bin, bin)
+				}
+			}
 		}
 	}
 }
