@@ -32,7 +32,15 @@ import (
 
 // gen builds random IPPools and VMNetCfgs: mostly plausible values with a
 // share of edge cases and garbage, so that every branch of validation runs.
-type gen struct{ r *rand.Rand }
+type gen struct {
+	r *rand.Rand
+	// tame makes most values well-formed, so that objects get past the
+	// CRD schema and reach the webhook's own checks.
+	tame bool
+}
+
+// wild is true for the share of values that should be edge cases or garbage.
+func (g gen) wild() bool { return !g.tame || g.r.Intn(5) == 0 }
 
 func (g gen) pick(vals ...string) string { return vals[g.r.Intn(len(vals))] }
 
@@ -49,6 +57,9 @@ func (g gen) garbage() string {
 }
 
 func (g gen) ip() string {
+	if !g.wild() {
+		return fmt.Sprintf("192.168.100.%d", g.r.Intn(256))
+	}
 	switch g.r.Intn(4) {
 	case 0:
 		return fmt.Sprintf("192.168.100.%d", g.r.Intn(256))
@@ -64,6 +75,9 @@ func (g gen) ip() string {
 }
 
 func (g gen) cidr() string {
+	if !g.wild() {
+		return "192.168.100.0/24"
+	}
 	switch g.r.Intn(3) {
 	case 0:
 		return g.pick("192.168.100.0/24", "192.168.100.0/24", "10.0.0.0/8", "172.16.0.0/12", "192.168.100.5/24",
@@ -77,11 +91,17 @@ func (g gen) cidr() string {
 }
 
 func (g gen) network() string {
+	if !g.wild() {
+		return g.pick("default/net", "ns1/net")
+	}
 	return g.pick("default/net", "default/net", "ns1/net", "default/missing", "net", "", "/", "a/b/c", "default/",
 		"/net", "Default/Net", strings.Repeat("n", 300)+"/net", g.garbage())
 }
 
 func (g gen) mac() string {
+	if !g.wild() {
+		return fmt.Sprintf("02:00:00:%02x:%02x:%02x", g.r.Intn(256), g.r.Intn(256), g.r.Intn(256))
+	}
 	switch g.r.Intn(3) {
 	case 0:
 		return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", g.r.Intn(256), g.r.Intn(256), g.r.Intn(256), g.r.Intn(256), g.r.Intn(256), g.r.Intn(256))
@@ -236,17 +256,20 @@ func TestS6MalformedObjects(t *testing.T) {
 			webhook.DefaultIPPool(p.DeepCopy())
 			return nil, nil
 		})
-		v := g.vmNetCfg(i)
+		v, vold := g.vmNetCfg(i), g.vmNetCfg(i)
+		if g.r.Intn(2) == 0 {
+			vold = nil
+		}
 		vop := []admissionv1.Operation{admissionv1.Create, admissionv1.Update, admissionv1.Delete}[g.r.Intn(3)]
 		call("ValidateVMNetCfg "+string(vop), func() (webhook.FieldErrors, error) {
-			return webhook.ValidateVMNetCfg(ctx, lk, vop, v)
+			return webhook.ValidateVMNetCfg(ctx, lk, vop, v, vold)
 		})
 	}
 	call("ValidateIPPool nil", func() (webhook.FieldErrors, error) {
 		return webhook.ValidateIPPool(ctx, lk, opts, admissionv1.Create, nil, nil)
 	})
 	call("ValidateVMNetCfg nil", func() (webhook.FieldErrors, error) {
-		return webhook.ValidateVMNetCfg(ctx, lk, admissionv1.Create, nil)
+		return webhook.ValidateVMNetCfg(ctx, lk, admissionv1.Create, nil, nil)
 	})
 	inProcess := time.Since(start)
 	r.Add("random objects (IPPools + VMNetCfgs)", fmt.Sprintf("%d + %d", n/2, n/2))
@@ -298,6 +321,7 @@ func TestS6MalformedObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	var apiAccepted, apiByWebhook, apiBySchema, apiOther int
+	g.tame = true
 	sampleStart := time.Now()
 	for i := range sample {
 		var obj client.Object
@@ -332,7 +356,7 @@ func TestS6MalformedObjects(t *testing.T) {
 	}
 	logText, _ := os.ReadFile(logPath)
 	panicked := regexp.MustCompile(`(?i)panic`).FindAllIndex(logText, -1)
-	r.Add("through the API server + vm-dhcp-webhook binary", fmt.Sprintf("%d creates in %s", sample, sampleTook.Round(time.Millisecond)))
+	r.Add("through the API server + vm-dhcp-webhook binary", fmt.Sprintf("%d creates of mostly well-formed random objects in %s", sample, sampleTook.Round(time.Millisecond)))
 	r.Add("API server: accepted / refused by the webhook / refused by the CRD schema / other", fmt.Sprintf("%d / %d / %d / %d", apiAccepted, apiByWebhook, apiBySchema, apiOther))
 	r.Add("\"panic\" in the webhook's log", len(panicked))
 	if len(panicked) > 0 {
@@ -365,7 +389,8 @@ func TestS6AgentFuzzCorpus(t *testing.T) {
 	}
 	start := time.Now()
 	seeds := run("-run", "^Fuzz", "-v", "./plugins/...")
-	passed := regexp.MustCompile(`--- PASS: (Fuzz\w+)`).FindAllStringSubmatch(seeds, -1)
+	passed := regexp.MustCompile(`(?m)^--- PASS: (Fuzz\w+)`).FindAllStringSubmatch(seeds, -1)
+	seedInputs := len(regexp.MustCompile(`(?m)^\s+--- PASS: Fuzz\w+/`).FindAllString(seeds, -1))
 	var names []string
 	for _, m := range passed {
 		names = append(names, m[1])
@@ -377,7 +402,7 @@ func TestS6AgentFuzzCorpus(t *testing.T) {
 	if m := regexp.MustCompile(`execs: (\d+)`).FindAllStringSubmatch(fuzz, -1); len(m) > 0 {
 		execs = m[len(m)-1][1]
 	}
-	r.Add("fuzz tests run on their seed corpus (go test -run ^Fuzz ./plugins/...)", fmt.Sprintf("%s (%s)", strings.Join(names, ", "), seedsTook.Round(time.Millisecond)))
+	r.Add("fuzz tests run on their seed corpus (go test -run ^Fuzz ./plugins/...)", fmt.Sprintf("%s: %d seed inputs (%s with compiling)", strings.Join(names, ", "), seedInputs, seedsTook.Round(time.Millisecond)))
 	r.Add("fuzzing FuzzHandlers (CoreDHCP parse + harvester-options + ippool-lease)", fmt.Sprintf("%s, %s executions", fuzzTime, execs))
 	r.Add("failures / panics", 0)
 	if len(names) == 0 {
