@@ -192,6 +192,7 @@ func TestFlow(t *testing.T) {
 				if l.MTU != 1400 || l.IP != ip1 {
 					return fmt.Errorf("lease %s, want %s with mtu 1400", l, ip1)
 				}
+				t.Logf("after the edit eth0 got %s", l)
 				return nil
 			})
 			// The edit survives the controller's next reconcile of the pool.
@@ -249,6 +250,7 @@ spec:
 	if !strings.Contains(out, "denied the request") || !strings.Contains(out, "10.0.0.2") {
 		t.Fatalf("kubectl apply failed, but not with the webhook's refusal naming the server IP:\n%s", out)
 	}
+	t.Logf("kubectl apply refused: %s", strings.TrimSpace(out))
 	err = cluster.Client().Get(ctx, types.NamespacedName{Namespace: "default", Name: "bad"}, &v1alpha1.IPPool{})
 	if !apierrors.IsNotFound(err) {
 		t.Fatalf("refused pool was stored anyway: %v", err)

@@ -54,11 +54,19 @@ func run(m *testing.M) (int, error) {
 	defer os.RemoveAll(tmp)
 	root := testenv.RepoRoot()
 	bin := filepath.Join(tmp, "bin")
+	// VM_DHCP_E2E_BIN: a folder with already built binaries (e.g. bin/ after
+	// make build) instead of building them here.
+	if dir := os.Getenv("VM_DHCP_E2E_BIN"); dir != "" {
+		bin = dir
+	}
 	for name, pkg := range map[string]string{
 		"vm-dhcp-controller": "./cmd/vm-dhcp-controller",
 		"vm-dhcp-webhook":    "./cmd/vm-dhcp-webhook",
 		"vm-dhcp-agent":      "./coredhcp-build",
 	} {
+		if os.Getenv("VM_DHCP_E2E_BIN") != "" {
+			break
+		}
 		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg)
 		cmd.Dir, cmd.Env = root, append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -77,7 +85,8 @@ func run(m *testing.M) (int, error) {
 		WorkDir:     work,
 		BinDir:      bin,
 		Helm:        filepath.Join(strings.TrimSpace(string(helmDir)), "helm"),
-		NetnsPrefix: fmt.Sprintf("vmdt%d-", os.Getpid()),
+		NetnsPrefix: fmt.Sprintf("vmdhcp-e2e%d-", os.Getpid()),
+		ChartDir:    os.Getenv("VM_DHCP_E2E_CHART"), // default: the repository's chart
 		Progress:    progress,
 	})
 	if err != nil {
