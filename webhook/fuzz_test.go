@@ -83,7 +83,7 @@ func FuzzValidateIPPool(f *testing.F) {
 				{NetworkName: "default/example", MACAddress: dns},
 			}},
 		}
-		es, err = ValidateVMNetCfg(ctx, lk2, admissionv1.Create, vm)
+		es, err = ValidateVMNetCfg(ctx, lk2, admissionv1.Create, vm, nil)
 		if err != nil {
 			t.Fatalf("Objects lookup cannot fail, got %v", err)
 		}

@@ -118,11 +118,18 @@ func (h Handlers) validateVMNetCfg(ctx context.Context, req admission.Request) a
 	if req.Operation == admissionv1.Delete {
 		return admission.Allowed("")
 	}
-	var cfg v1alpha1.VirtualMachineNetworkConfig
+	var cfg, old v1alpha1.VirtualMachineNetworkConfig
+	var oldPtr *v1alpha1.VirtualMachineNetworkConfig
 	if err := h.Decoder.Decode(req, &cfg); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode VirtualMachineNetworkConfig: %w", err))
 	}
-	es, err := ValidateVMNetCfg(ctx, h.Lookup, req.Operation, &cfg)
+	if req.Operation == admissionv1.Update {
+		if err := h.Decoder.DecodeRaw(req.OldObject, &old); err != nil {
+			return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode old VirtualMachineNetworkConfig: %w", err))
+		}
+		oldPtr = &old
+	}
+	es, err := ValidateVMNetCfg(ctx, h.Lookup, req.Operation, &cfg, oldPtr)
 	return h.answer("VirtualMachineNetworkConfig", req, es, err)
 }
 

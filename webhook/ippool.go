@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
@@ -50,6 +51,12 @@ func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1
 	case admissionv1.Delete:
 		return validateIPPoolDelete(ctx, lk, pool)
 	case admissionv1.Update:
+		// Metadata-only updates (the controller's finalizers and labels) and
+		// updates of a pool being deleted pass: refusing them would wedge a
+		// pool stored before the webhook was installed.
+		if old != nil && (equality.Semantic.DeepEqual(old.Spec, pool.Spec) || pool.DeletionTimestamp != nil) {
+			return nil, nil
+		}
 		es := ValidateIPPoolSpec(pool, opts)
 		// The stranding check loads both specs into the IPAM; only a spec
 		// that passed validation is safe (and meaningful) to load.

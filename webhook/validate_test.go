@@ -44,7 +44,7 @@ func TestHarvesterExamplesOffline(t *testing.T) {
 		t.Fatalf("Harvester's IPPool refused: %v %v", es, err)
 	}
 	lk.IPPools = []v1alpha1.IPPool{*harvesterPool()}
-	es, err = ValidateVMNetCfg(ctx, lk, admissionv1.Create, harvesterVM())
+	es, err = ValidateVMNetCfg(ctx, lk, admissionv1.Create, harvesterVM(), nil)
 	if err != nil || len(es) > 0 {
 		t.Fatalf("Harvester's VMNetCfg refused: %v %v", es, err)
 	}
@@ -114,8 +114,38 @@ func TestValidateNeverNilFields(t *testing.T) {
 			t.Errorf("empty pool: %q does not name %s", es.Error(), want)
 		}
 	}
-	es, _ = ValidateVMNetCfg(context.Background(), Objects{}, admissionv1.Create, &v1alpha1.VirtualMachineNetworkConfig{})
+	es, _ = ValidateVMNetCfg(context.Background(), Objects{}, admissionv1.Create, &v1alpha1.VirtualMachineNetworkConfig{}, nil)
 	if !strings.Contains(es.Error(), "spec.vmName: is required") {
 		t.Errorf("empty VMNetCfg: %q", es.Error())
+	}
+}
+
+// A pool or VMNetCfg stored before the webhook existed may be invalid; the
+// controller must still be able to add and remove its finalizers.
+func TestMetadataOnlyUpdatesPass(t *testing.T) {
+	ctx := context.Background()
+	old := harvesterPool()
+	old.Spec.IPv4Config.LeaseTime = ptr.To(10) // invalid today
+	upd := old.DeepCopy()
+	upd.Finalizers = []string{"network.harvesterhci.io/ippool-controller"}
+	if es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, upd, old); len(es) != 0 {
+		t.Errorf("finalizer update of a stored invalid pool refused: %v", es)
+	}
+	upd.Spec.IPv4Config.DNS = []v1alpha1.IPv4Address{"8.8.8.8"}
+	es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, upd, old)
+	if !strings.Contains(es.Error(), "spec.ipv4Config.leaseTime: 10 is shorter than 60 seconds") {
+		t.Errorf("spec change of an invalid pool: got %q", es.Error())
+	}
+
+	oldVM := harvesterVM()
+	oldVM.Spec.NetworkConfigs[0].MACAddress = "01:00:5e:00:00:01" // multicast, stored before the webhook
+	updVM := oldVM.DeepCopy()
+	updVM.Finalizers = []string{"x"}
+	if es, _ := ValidateVMNetCfg(ctx, Objects{}, admissionv1.Update, updVM, oldVM); len(es) != 0 {
+		t.Errorf("finalizer update of a stored invalid VMNetCfg refused: %v", es)
+	}
+	updVM.Spec.VMName = "renamed"
+	if es, _ := ValidateVMNetCfg(ctx, Objects{}, admissionv1.Update, updVM, oldVM); !strings.Contains(es.Error(), "spec.networkConfigs[0].macAddress: 01:00:5e:00:00:01 is a multicast MAC address") {
+		t.Errorf("spec change of an invalid VMNetCfg: got %q", es.Error())
 	}
 }

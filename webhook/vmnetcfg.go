@@ -6,19 +6,27 @@ import (
 	"fmt"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
 )
 
 // ValidateVMNetCfg decides the admission (Create or Update) of a
-// VirtualMachineNetworkConfig. It returns the reasons to refuse, or an error
-// when the cluster could not be read. It never panics, whatever the object.
-func ValidateVMNetCfg(ctx context.Context, lk Lookup, op admissionv1.Operation, cfg *v1alpha1.VirtualMachineNetworkConfig) (FieldErrors, error) {
+// VirtualMachineNetworkConfig; old is the stored object on Update (may be
+// nil). It returns the reasons to refuse, or an error when the cluster could
+// not be read. It never panics, whatever the object.
+func ValidateVMNetCfg(ctx context.Context, lk Lookup, op admissionv1.Operation, cfg, old *v1alpha1.VirtualMachineNetworkConfig) (FieldErrors, error) {
 	if cfg == nil {
 		return FieldErrors{{Field: "object", Reason: "is missing"}}, nil
 	}
 	if op == admissionv1.Delete {
+		return nil, nil
+	}
+	// Metadata-only updates (finalizers) and updates during deletion pass,
+	// so an object stored before the webhook was installed never wedges.
+	if op == admissionv1.Update && old != nil &&
+		(equality.Semantic.DeepEqual(old.Spec, cfg.Spec) || cfg.DeletionTimestamp != nil) {
 		return nil, nil
 	}
 	var es FieldErrors
