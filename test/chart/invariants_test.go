@@ -734,3 +734,24 @@ func TestChartFlagsAreDefinedByTheBinaries(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookReplicasSpreadByDefault: the webhook's replicas prefer distinct
+// nodes unless the user sets an affinity, which then replaces the default.
+func TestWebhookReplicasSpreadByDefault(t *testing.T) {
+	d := typed[appsv1.Deployment](t, mustRender(t, nil).get(t, "Deployment", "vm-dhcp-webhook"))
+	aff := d.Spec.Template.Spec.Affinity
+	if aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 {
+		t.Fatalf("default webhook affinity %+v", aff)
+	}
+	term := aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm
+	if term.TopologyKey != "kubernetes.io/hostname" || !labels.SelectorFromSet(term.LabelSelector.MatchLabels).Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Errorf("anti-affinity term %+v does not spread the webhook pods over nodes", term)
+	}
+	custom := map[string]any{"nodeAffinity": map[string]any{"requiredDuringSchedulingIgnoredDuringExecution": map[string]any{
+		"nodeSelectorTerms": []any{map[string]any{"matchExpressions": []any{map[string]any{"key": "zone", "operator": "In", "values": []any{"a"}}}}},
+	}}}
+	d = typed[appsv1.Deployment](t, mustRender(t, map[string]any{"webhook": map[string]any{"affinity": custom}}).get(t, "Deployment", "vm-dhcp-webhook"))
+	if aff := d.Spec.Template.Spec.Affinity; aff == nil || aff.NodeAffinity == nil || aff.PodAntiAffinity != nil {
+		t.Errorf("webhook affinity from values %+v", aff)
+	}
+}
