@@ -32,7 +32,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -527,30 +526,6 @@ func (c *Cluster) Namespace() string { return c.opts.Namespace }
 
 // WorkDir is the cluster's work folder.
 func (c *Cluster) WorkDir() string { return c.opts.WorkDir }
-
-// Apply creates or updates objects from a manifest file (server-side apply
-// as the admin), the way `kubectl apply` would.
-func (c *Cluster) Apply(ctx context.Context, path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
-	}
-	chart, err := sortManifests(b)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	objs := append([]*unstructured.Unstructured{}, chart.Objects...)
-	if len(chart.Deployments) > 0 || len(chart.Skipped) > 0 || len(chart.CRDs) > 0 {
-		return fmt.Errorf("%s: only plain objects can be applied here", path)
-	}
-	for _, o := range objs {
-		o.SetManagedFields(nil)
-		if err := c.client.Patch(ctx, o, client.Apply, client.FieldOwner("localcluster"), client.ForceOwnership); err != nil {
-			return fmt.Errorf("apply %s %s/%s from %s: %w", o.GetKind(), o.GetNamespace(), o.GetName(), path, err)
-		}
-	}
-	return nil
-}
 
 // addNetns creates a network namespace and records it first, so that Stop
 // or Down remove it even if this process dies right after.
