@@ -2,6 +2,9 @@ package chart
 
 import (
 	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -78,6 +81,20 @@ func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 			}
 		}
 	}
+	// And the binaries really register them: each base name is a string
+	// literal in the non-test sources of the controller or the agent plugins.
+	sources := exportedInSource(t)
+	for n := range used {
+		base := n
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if b, ok := strings.CutSuffix(n, suffix); ok && known[b] {
+				base = b
+			}
+		}
+		if !sources[base] {
+			t.Errorf("the dashboard uses %s, but no Go source of controller/ or plugins/ registers %q", n, base)
+		}
+	}
 	for _, want := range []string{
 		"vmdhcpcontroller_ippool_used", "vmdhcpcontroller_ippool_available", "vmdhcp_agent_requests_total",
 		"vmdhcp_agent_naks_total", "vmdhcp_agent_unknown_mac_total", "vmdhcp_agent_handle_seconds_bucket",
@@ -86,4 +103,31 @@ func TestDashboardUsesOnlyExportedMetrics(t *testing.T) {
 			t.Errorf("the dashboard does not show %s", want)
 		}
 	}
+}
+
+// exportedInSource collects the "vmdhcp..." string literals of the non-test
+// Go files under controller/ and plugins/.
+func exportedInSource(t *testing.T) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	lit := regexp.MustCompile(`"(vmdhcp[a-z_]*)"`)
+	for _, dir := range []string{"controller", "plugins"} {
+		err := filepath.WalkDir(filepath.Join(repoRoot(), dir), func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for _, m := range lit.FindAllStringSubmatch(string(b), -1) {
+				out[m[1]] = true
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("scan %s: %v", dir, err)
+		}
+	}
+	return out
 }
