@@ -15,7 +15,10 @@ import (
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 )
 
-var benchN = flag.Int("bench-vmnetcfgs", 1000, "VMNetCfgs created per iteration of BenchmarkAllocationThroughput")
+var (
+	benchN       = flag.Int("bench-vmnetcfgs", 1000, "VMNetCfgs created per iteration of BenchmarkAllocationThroughput")
+	benchWorkers = flag.Int("bench-workers", 0, "VMNetCfg workers of the controller in BenchmarkAllocationThroughput (0: the default)")
+)
 
 // BenchmarkAllocationThroughput creates N VMNetCfgs on one pool (16 client
 // goroutines, as fast as the apiserver takes them) against one controller
@@ -30,7 +33,7 @@ func BenchmarkAllocationThroughput(b *testing.B) {
 		createNAD(b, ns, "net", nil)
 		pool := bigPool(ns, "pool", ns+"/net", "10.20.255.250")
 		create(b, pool)
-		ctl := startController(b, managerOpts{})
+		ctl := startController(b, managerOpts{workers: *benchWorkers})
 		waitPoolCondition(b, client.ObjectKeyFromObject(pool), v1alpha1.CacheReady, corev1.ConditionTrue)
 		writes0 := ctl.store.StatusWrites()
 

@@ -88,6 +88,7 @@ type managerOpts struct {
 	nodeGrace time.Duration
 	image     string
 	values    AgentValues
+	workers   int
 }
 
 // startController starts a manager against the shared apiserver; stop()
@@ -115,6 +116,7 @@ func startController(t testing.TB, o managerOpts) *running {
 		Agent:              AgentOptions{Namespace: agentNS, Image: o.image, ServiceAccount: "vm-dhcp-agent", Values: o.values},
 		Metrics:            m,
 		NodeGracePeriod:    o.nodeGrace,
+		VMNetCfgWorkers:    o.workers,
 		SkipNameValidation: true,
 	})
 	if err != nil {
