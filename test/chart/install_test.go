@@ -189,6 +189,8 @@ func installAndUninstall(t *testing.T, cfg *rest.Config, kubeconfigPath string, 
 		t.Errorf("want one Helm release record, got %v, %v", secrets, err)
 	}
 
+	checkUpgradeKeepsCABundle(t, cfg, actionCfg, c, values)
+
 	uninstall := action.NewUninstall(actionCfg)
 	uninstall.Timeout = 2 * time.Minute
 	if _, err := uninstall.Run(releaseName); err != nil {
@@ -211,5 +213,55 @@ func installAndUninstall(t *testing.T, cfg *rest.Config, kubeconfigPath string, 
 	secrets, err = kubernetes.NewForConfigOrDie(cfg).CoreV1().Secrets(releaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "owner=helm"})
 	if err != nil || len(secrets.Items) != 0 {
 		t.Errorf("Helm release records left after uninstall: %v, %v", fmt.Sprint(len(secrets.Items)), err)
+	}
+}
+
+// checkUpgradeKeepsCABundle: in self-managed mode the webhook patches the
+// caBundle into configurations the chart ships without one; a `helm upgrade`
+// must keep it (three-way merge) while applying the chart's own changes.
+func checkUpgradeKeepsCABundle(t *testing.T, cfg *rest.Config, actionCfg *action.Configuration, c *chart.Chart, values map[string]any) {
+	t.Helper()
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ca := []byte("-----BEGIN CERTIFICATE-----\nstand-in for the webhook's CA\n-----END CERTIFICATE-----\n")
+	v, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "vm-dhcp-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range v.Webhooks {
+		v.Webhooks[i].ClientConfig.CABundle = ca
+	}
+	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Update(ctx, v, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("patch caBundle as the webhook does: %v", err)
+	}
+
+	upgraded := map[string]any{}
+	for k, val := range values {
+		upgraded[k] = val
+	}
+	wh, _ := upgraded["webhook"].(map[string]any)
+	whCopy := map[string]any{}
+	for k, val := range wh {
+		whCopy[k] = val
+	}
+	whCopy["timeoutSeconds"] = 7
+	upgraded["webhook"] = whCopy
+	upgrade := action.NewUpgrade(actionCfg)
+	upgrade.Namespace = releaseNamespace
+	upgrade.Timeout = 2 * time.Minute
+	if _, err := upgrade.Run(releaseName, c, upgraded); err != nil {
+		t.Fatalf("helm upgrade: %v", err)
+	}
+	v, err = cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "vm-dhcp-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range v.Webhooks {
+		if w.TimeoutSeconds == nil || *w.TimeoutSeconds != 7 {
+			t.Errorf("upgrade did not apply timeoutSeconds to %s: %v", w.Name, w.TimeoutSeconds)
+		}
+		if string(w.ClientConfig.CABundle) != string(ca) {
+			t.Errorf("upgrade dropped the caBundle of %s", w.Name)
+		}
 	}
 }
