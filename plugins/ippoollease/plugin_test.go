@@ -1,7 +1,9 @@
 package ippoollease
 
 import (
+	"fmt"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -173,15 +175,20 @@ func TestMetricsCountRequestsAndReplies(t *testing.T) {
 		dhcptest.Serve(dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.KnownMAC), l.Handle)
 	}
 	dhcptest.Serve(dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.Unknown), l.Handle)
-	want := `
-# HELP vmdhcp_agent_replies_total DHCPv4 replies sent, by message type.
-# TYPE vmdhcp_agent_replies_total counter
-vmdhcp_agent_replies_total{type="OFFER"} 3
-# HELP vmdhcp_agent_requests_total DHCPv4 requests received, by message type.
-# TYPE vmdhcp_agent_requests_total counter
-vmdhcp_agent_requests_total{type="DISCOVER"} 4
-`
-	if err := testutil.GatherAndCompare(reg.Gatherer(), stringsReader(want), "vmdhcp_agent_requests_total", "vmdhcp_agent_replies_total"); err != nil {
+	// Every type's series exists from the start, at 0 unless seen.
+	types := []string{"DISCOVER", "OFFER", "REQUEST", "DECLINE", "ACK", "NAK", "RELEASE", "INFORM"}
+	var want strings.Builder
+	want.WriteString("# HELP vmdhcp_agent_replies_total DHCPv4 replies sent, by message type.\n# TYPE vmdhcp_agent_replies_total counter\n")
+	for _, ty := range types {
+		n := map[string]int{"OFFER": 3}[ty]
+		fmt.Fprintf(&want, "vmdhcp_agent_replies_total{type=%q} %d\n", ty, n)
+	}
+	want.WriteString("# HELP vmdhcp_agent_requests_total DHCPv4 requests received, by message type.\n# TYPE vmdhcp_agent_requests_total counter\n")
+	for _, ty := range types {
+		n := map[string]int{"DISCOVER": 4}[ty]
+		fmt.Fprintf(&want, "vmdhcp_agent_requests_total{type=%q} %d\n", ty, n)
+	}
+	if err := testutil.GatherAndCompare(reg.Gatherer(), strings.NewReader(want.String()), "vmdhcp_agent_requests_total", "vmdhcp_agent_replies_total"); err != nil {
 		t.Fatal(err)
 	}
 	if n := testutil.CollectAndCount(reg.Metrics.HandleSeconds); n != 1 {

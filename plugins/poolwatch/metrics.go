@@ -10,11 +10,14 @@ import (
 // per-type counters are resolved once so the packet path does no label
 // lookups.
 type Metrics struct {
-	requests      *prometheus.CounterVec
-	replies       *prometheus.CounterVec
-	NAKs          prometheus.Counter
-	UnknownMAC    prometheus.Counter
-	HandleSeconds prometheus.Histogram
+	requests *prometheus.CounterVec
+	replies  *prometheus.CounterVec
+	// byType* hold the resolved counter of each known type; read-only
+	// after newMetrics.
+	byTypeRequests, byTypeReplies map[dhcpv4.MessageType]prometheus.Counter
+	NAKs                          prometheus.Counter
+	UnknownMAC                    prometheus.Counter
+	HandleSeconds                 prometheus.Histogram
 }
 
 // messageTypes are the DHCPv4 message types counted under their own label;
@@ -26,7 +29,7 @@ var messageTypes = []dhcpv4.MessageType{
 }
 
 func newMetrics() *Metrics {
-	return &Metrics{
+	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vmdhcp_agent_requests_total", Help: "DHCPv4 requests received, by message type.",
 		}, []string{"type"}),
@@ -44,22 +47,30 @@ func newMetrics() *Metrics {
 			Help:    "Time the ippool-lease plugin spends deciding a reply.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10), // 1µs .. ~0.26s
 		}),
+		byTypeRequests: map[dhcpv4.MessageType]prometheus.Counter{},
+		byTypeReplies:  map[dhcpv4.MessageType]prometheus.Counter{},
 	}
+	for _, t := range messageTypes {
+		m.byTypeRequests[t] = m.requests.WithLabelValues(t.String())
+		m.byTypeReplies[t] = m.replies.WithLabelValues(t.String())
+	}
+	// Resolving creates every series at 0, which is what Prometheus wants
+	// anyway: rate() over a series that appears late misses its first hits.
+	return m
 }
 
 // Request counts one received message of type t.
-func (m *Metrics) Request(t dhcpv4.MessageType) { m.requests.WithLabelValues(typeLabel(t)).Inc() }
+func (m *Metrics) Request(t dhcpv4.MessageType) { count(m.requests, m.byTypeRequests, t) }
 
 // Reply counts one reply of type t.
-func (m *Metrics) Reply(t dhcpv4.MessageType) { m.replies.WithLabelValues(typeLabel(t)).Inc() }
+func (m *Metrics) Reply(t dhcpv4.MessageType) { count(m.replies, m.byTypeReplies, t) }
 
-func typeLabel(t dhcpv4.MessageType) string {
-	for _, k := range messageTypes {
-		if k == t {
-			return k.String()
-		}
+func count(vec *prometheus.CounterVec, resolved map[dhcpv4.MessageType]prometheus.Counter, t dhcpv4.MessageType) {
+	if c, ok := resolved[t]; ok {
+		c.Inc()
+		return
 	}
-	return "other"
+	vec.WithLabelValues("other").Inc()
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
