@@ -3,6 +3,7 @@
 //
 //	vm-dhcp-localcluster up   [--workdir .demo] [--bin bin] [--helm PATH]
 //	vm-dhcp-localcluster down [--workdir .demo]
+//	vm-dhcp-localcluster dhcp [--workdir .demo] [--vm test-vm] [--iface eth0]
 //
 // `up` starts the control plane, the controller, the webhook and the
 // kubelet stand-in, applies the examples, boots the example VM's guest on
@@ -32,7 +33,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: vm-dhcp-localcluster up|down [flags]")
+		fmt.Fprintln(os.Stderr, "usage: vm-dhcp-localcluster up|down|dhcp [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -42,6 +43,8 @@ func main() {
 	examples := fs.String("examples", "examples", "folder with nad.yaml, harvester-ippool.yaml and vm.yaml")
 	namespace := fs.String("namespace", "vm-dhcp-system", "namespace of the controller, webhook and agents")
 	chart := fs.String("chart", "charts/vm-dhcp-controller", "the chart to render")
+	vmName := fs.String("vm", "test-vm", "dhcp: the VM whose guest asks for an address")
+	iface := fs.String("iface", "eth0", "dhcp: the guest's interface (eth0 is the VM's first multus NIC)")
 	admin := fs.Bool("admin", false, "run the controller, webhook and agents as admin instead of with their service accounts")
 	_ = fs.Parse(os.Args[2:])
 
@@ -55,8 +58,17 @@ func main() {
 		for _, d := range did {
 			fmt.Println("==> " + d)
 		}
+	case "dhcp":
+		// The demo's VM guest is the namespace <prefix>vm-<name>; ask again
+		// from there with the same hook, and print what the agent answers.
+		var lease *localcluster.Lease
+		lease, err = localcluster.RunDHCP(context.Background(), localcluster.DemoNetnsPrefix+"vm-"+*vmName, *iface,
+			filepath.Join(*workDir, "vms", *vmName), 5*time.Second)
+		if err == nil {
+			fmt.Printf("VM %s got by DHCP  %s\n", *vmName, lease)
+		}
 	default:
-		err = fmt.Errorf("unknown command %q: want up or down", os.Args[1])
+		err = fmt.Errorf("unknown command %q: want up, down or dhcp", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
@@ -104,7 +116,7 @@ The demo is running. In another terminal:
   kubectl get pods -n %[2]s -o wide            # the pool's agent, run by the kubelet stand-in
   kubectl edit ippool -n default example       # e.g. change dns; the agent serves it at the next request
   kubectl edit cm -n %[2]s default-example-agent-config   # the pool's CoreDHCP config
-  ip netns exec vmdhcp-demo-vm-test-vm udhcpc -i eth0 -q -n -s /bin/true   # ask for an address again
+  bin/vm-dhcp-localcluster dhcp --workdir %[1]s   # the VM asks for its address again
   ip netns exec vmdhcp-demo-vm-test-vm ip -4 addr show eth0           # the address the VM configured
 
 Logs: %[1]s/logs/ (controller.log, webhook.log, kubelet.log, agent-*.log)

@@ -46,6 +46,10 @@ import (
 // NodeName is the one node the stand-in pretends to be.
 const NodeName = "localcluster"
 
+// DemoNetnsPrefix is the default start of the cluster's network namespace
+// names.
+const DemoNetnsPrefix = "vmdhcp-demo-"
+
 // Options configure a local cluster. Zero values take the defaults noted.
 type Options struct {
 	// WorkDir holds the kubeconfig, logs, agent folders and the state file
@@ -106,7 +110,7 @@ func (o *Options) defaults() error {
 		o.Namespace = "vm-dhcp-system"
 	}
 	if o.NetnsPrefix == "" {
-		o.NetnsPrefix = "vmdhcp-demo-"
+		o.NetnsPrefix = DemoNetnsPrefix
 	}
 	if o.ChartDir == "" {
 		o.ChartDir = filepath.Join(testenv.RepoRoot(), "charts", "vm-dhcp-controller")

@@ -117,22 +117,39 @@ func (vm *VM) RemoveNIC(ctx context.Context, iface string) error {
 // DHCP runs udhcpc once on iface (DISCOVER, OFFER, REQUEST, ACK) and returns
 // the lease, or an error with the client's output when it got none.
 func (vm *VM) DHCP(ctx context.Context, iface string, timeout time.Duration) (*Lease, error) {
-	leaseFile := filepath.Join(vm.dir, iface+".lease")
+	l, err := RunDHCP(ctx, vm.Netns, iface, vm.dir, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("VM %s: %w", vm.Name, err)
+	}
+	return l, nil
+}
+
+// RunDHCP runs udhcpc once on iface inside network namespace netns, with
+// its hook script and lease files in dir, and returns the lease. The demo's
+// `dhcp` command uses it to ask again for a running VM.
+func RunDHCP(ctx context.Context, netns, iface, dir string, timeout time.Duration) (*Lease, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("DHCP folder: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "udhcpc-hook.sh"), []byte(hookScript), 0o755); err != nil {
+		return nil, fmt.Errorf("DHCP hook script: %w", err)
+	}
+	leaseFile := filepath.Join(dir, iface+".lease")
 	_ = os.Remove(leaseFile)
 	tries := int(timeout/time.Second) + 1
 	ctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", vm.Netns, "udhcpc", "-i", iface, "-f", "-q", "-n",
-		"-t", strconv.Itoa(tries), "-T", "1", "-A", "1", "-s", filepath.Join(vm.dir, "udhcpc-hook.sh"),
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "udhcpc", "-i", iface, "-f", "-q", "-n",
+		"-t", strconv.Itoa(tries), "-T", "1", "-A", "1", "-s", filepath.Join(dir, "udhcpc-hook.sh"),
 		"-O", "mtu", "-O", "search", "-O", "ntpsrv", "-O", "domain")
-	cmd.Env = append(os.Environ(), "VMDHCP_LEASE_DIR="+vm.dir)
+	cmd.Env = append(os.Environ(), "VMDHCP_LEASE_DIR="+dir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("VM %s: udhcpc on %s got no lease: %w\n%s", vm.Name, iface, err, strings.TrimSpace(string(out)))
+		return nil, fmt.Errorf("udhcpc on %s in %s got no lease: %w\n%s", iface, netns, err, strings.TrimSpace(string(out)))
 	}
 	l, err := readLease(leaseFile)
 	if err != nil {
-		return nil, fmt.Errorf("VM %s: %w\n%s", vm.Name, err, strings.TrimSpace(string(out)))
+		return nil, fmt.Errorf("%w\n%s", err, strings.TrimSpace(string(out)))
 	}
 	l.Interface = iface
 	return l, nil
