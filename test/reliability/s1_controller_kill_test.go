@@ -104,7 +104,10 @@ func TestS1ControllerKilledDuringChurn(t *testing.T) {
 	if d := s.doubled.Load(); d != 0 {
 		t.Errorf("an address was Allocated to two MACs during the faults: %v", s.first)
 	}
-	for _, v := range violations {
+	for i, v := range violations {
 		t.Errorf("violation: %s", v)
+		if i < 10 {
+			r.Notes = append(r.Notes, "- violation: "+v.String())
+		}
 	}
 }

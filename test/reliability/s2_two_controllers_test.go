@@ -131,8 +131,11 @@ func twoControllers(t *testing.T, cp *controlPlane, leaderElect bool) {
 	if d := s.doubled.Load(); d != 0 {
 		t.Errorf("an address was Allocated to two MACs: %v", s.first)
 	}
-	for _, v := range violations {
+	for i, v := range violations {
 		t.Errorf("violation: %s", v)
+		if i < 10 {
+			r.Notes = append(r.Notes, "- violation: "+v.String())
+		}
 	}
 }
 

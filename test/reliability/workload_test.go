@@ -123,7 +123,7 @@ func waitConverged(ctx context.Context, c client.Client, ns string, pool types.N
 			return err
 		}
 		err := converged(ctx, c, ns, pool, want)
-		if err != nil && strings.Contains(err.Error(), " 0 being deleted, 0 not Allocated") && strings.HasPrefix(err.Error(), fmt.Sprint(want)+" ") {
+		if err != nil && strings.HasPrefix(err.Error(), fmt.Sprintf("%d vmnetcfgs (0 being deleted, 0 not Allocated)", want)) {
 			return nil // objects settled; the count is checked below
 		}
 		return err
