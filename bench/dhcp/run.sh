@@ -207,63 +207,72 @@ for ex, n in re.findall(r"(DISCOVER-OFFER|REQUEST-ACK): still waiting .* retryin
 print("%.1f %.0f %s %d" % (wall, float(rate.group(1)) if rate else 0, recv[1] if len(recv) > 1 else "0", sum(retry.values())))' "$t0" "$t1" <<<"$out"
 }
 
-SERVERS="vm-dhcp-agent coredhcp-file kea"
-declare -A RES
+SERVERS=(vm-dhcp-agent coredhcp-file kea)
+RESULTS="$WORK/results.txt" # server kind round values...
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$ROUNDS"); do
+  # Rotate the order every round so no server always runs right after
+  # another one's saturation run.
+  k=$(( (round - 1) % ${#SERVERS[@]} ))
+  order=("${SERVERS[@]:k}" "${SERVERS[@]:0:k}")
   for rate in $RATES; do
-    for s in $SERVERS; do
+    for s in "${order[@]}"; do
       start_server "$s"
       r="$(run_rate "$rate")"
       stop_server
       echo "round $round rate $rate $s: $r" >&2
-      RES["$s/$rate/$round"]="$r"
+      echo "$s $rate $round $r" >>"$RESULTS"
     done
   done
-  for s in $SERVERS; do
+  for s in "${order[@]}"; do
     start_server "$s"
     r="$(run_avalanche)"
     stop_server
     echo "round $round avalanche $s: $r" >&2
-    RES["$s/avalanche/$round"]="$r"
+    echo "$s avalanche $round $r" >>"$RESULTS"
   done
 done
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-# --- table ----------------------------------------------------------------------
+# --- table (one python run: interpreter start-up is slow on some hosts) ------
 TABLE="$WORK/table.md"
-{
-  echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($(uname -r)), servers and perfdhcp on the same machine;"
-  echo "$N static leases, perfdhcp as a relay, ${PERIOD}s per rate, $ROUNDS round(s), servers alternated, logging at error level."
-  echo "Rate = perfdhcp's 4-way exchanges/s (it divides by period + 1 s exit wait, so a perfect run at r/s prints ~r*${PERIOD}/$((PERIOD + 1)))."
-  echo
-  echo "| offered/s | vm-dhcp-agent ACK/s | CoreDHCP file ACK/s | Kea ACK/s | agent vs file | agent drops | file drops | Kea drops | agent / file / Kea avg REQUEST-ACK ms |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-  for rate in $RATES; do
-    line="| $rate"
-    declare -A best=()
-    for s in $SERVERS; do
-      sum=0; dsum=0; avgs=""
-      for round in $(seq "$ROUNDS"); do
-        read -r r acks drops avg <<<"${RES[$s/$rate/$round]}"
-        sum=$(python3 -c "print($sum + $r)"); dsum=$(python3 -c "print($dsum + $drops)"); avgs="$avg"
-      done
-      best[$s]=$(python3 -c "print(round($sum / $ROUNDS))")
-      best[$s.drops]=$(python3 -c "print('%.1f %%' % ($dsum / $ROUNDS))")
-      best[$s.avg]="$avgs"
-    done
-    ratio=$(python3 -c "a,b=${best[vm-dhcp-agent]},${best[coredhcp-file]}; print('%+.1f %%' % (100.0*(a-b)/b) if b else '-')")
-    echo "| $rate | ${best[vm-dhcp-agent]} | ${best[coredhcp-file]} | ${best[kea]} | $ratio | ${best[vm-dhcp-agent.drops]} | ${best[coredhcp-file.drops]} | ${best[kea.drops]} | ${best[vm-dhcp-agent.avg]} / ${best[coredhcp-file.avg]} / ${best[kea.avg]} |"
-    unset best
-  done
-  echo
-  echo "Avalanche (\`--scenario avalanche -R $N\`: every client at once, with retransmissions), last round:"
-  echo
-  echo "| server | wall time (s) | perfdhcp rate | ACKs received | retransmissions |"
-  echo "|---|---:|---:|---:|---:|"
-  for s in $SERVERS; do
-    read -r secs rate acks retr <<<"${RES[$s/avalanche/$ROUNDS]}"
-    echo "| $s | $secs | $rate | $acks | $retr |"
-  done
-} >"$TABLE"
+python3 - "$RESULTS" "$N" "$PERIOD" "$ROUNDS" "$(nproc)" "$(uname -r)" "$LOAD_BEFORE" "$LOAD_AFTER" "$RATES" >"$TABLE" <<'PY'
+import sys, time
+from collections import defaultdict
+path, n, period, rounds, cores, kernel, load0, load1, rates = sys.argv[1:]
+rates = rates.split()
+res = defaultdict(list)
+for line in open(path):
+    f = line.split()
+    res[(f[0], f[1])].append(f[3:])
+def mean(xs):
+    return sum(xs) / len(xs) if xs else 0.0
+servers = ["vm-dhcp-agent", "coredhcp-file", "kea"]
+print(f"Run {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())} on {cores} cores ({kernel}), servers and perfdhcp on the same "
+      f"machine; load average {load0} before, {load1} after (other work on the host counts in).")
+print(f"{n} static leases, perfdhcp as a relay, {period} s per rate, {rounds} round(s), servers alternated (order rotated "
+      "each round), logging at error level. Figures are means over the rounds; ACK/s is perfdhcp's \"Rate\" "
+      f"(4-way exchanges/s, divided by period + 1 s exit wait: a perfect run at r/s prints about r*{period}/{int(period)+1}).")
+print()
+print("| offered/s | vm-dhcp-agent ACK/s | CoreDHCP file ACK/s | Kea ACK/s | agent vs file | drops agent / file / Kea | avg REQUEST-ACK ms agent / file / Kea | per-round agent / file ACK/s |")
+print("|---:|---:|---:|---:|---:|---|---|---|")
+for r in rates:
+    ack = {s: mean([float(v[0]) for v in res[(s, r)]]) for s in servers}
+    drops = " / ".join("%.1f %%" % mean([float(v[2]) for v in res[(s, r)]]) for s in servers)
+    delay = " / ".join("%.2f" % mean([float(v[3]) for v in res[(s, r)] if v[3] != "-"]) for s in servers)
+    rel = "%+.1f %%" % (100 * (ack["vm-dhcp-agent"] - ack["coredhcp-file"]) / ack["coredhcp-file"]) if ack["coredhcp-file"] else "-"
+    per = ", ".join("%s/%s" % (a[0], b[0]) for a, b in zip(res[("vm-dhcp-agent", r)], res[("coredhcp-file", r)]))
+    print(f"| {r} | {ack['vm-dhcp-agent']:.0f} | {ack['coredhcp-file']:.0f} | {ack['kea']:.0f} | {rel} | {drops} | {delay} | {per} |")
+print()
+print(f"Avalanche (`--scenario avalanche -R {n}`: every client at once, perfdhcp retransmits until all are bound), means over the rounds:")
+print()
+print("| server | wall time (s) | perfdhcp rate | ACKs received | retransmissions |")
+print("|---|---:|---:|---:|---:|")
+for s in servers:
+    v = res[(s, "avalanche")]
+    print("| %s | %.1f | %.0f | %.0f | %.0f |" % (s, mean([float(x[0]) for x in v]), mean([float(x[1]) for x in v]),
+                                             mean([float(x[2]) for x in v]), mean([float(x[3]) for x in v])))
+PY
 cat "$TABLE"
 
 if [[ $WRITE_DOCS -eq 1 ]]; then
