@@ -53,12 +53,19 @@ func (s *stateFile) addNetns(name string) {
 }
 
 func (s *stateFile) netnsNames() []string {
+	if s == nil {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string{}, s.netns...)
 }
 
-func (s *stateFile) remove() { _ = os.Remove(s.path) }
+func (s *stateFile) remove() {
+	if s != nil {
+		_ = os.Remove(s.path)
+	}
+}
 
 // startTime is field 22 of /proc/PID/stat: it tells a recorded process from
 // a later one that reused its PID.
