@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -108,6 +109,21 @@ func BenchmarkIPPoolSize10k(b *testing.B) {
 		if p.Status.IPv4.Used != n {
 			b.Fatalf("used = %d", p.Status.IPv4.Used)
 		}
+		var parts struct {
+			Metadata struct {
+				ManagedFields json.RawMessage `json:"managedFields"`
+			} `json:"metadata"`
+			Status struct {
+				IPv4 struct {
+					Allocated json.RawMessage `json:"allocated"`
+				} `json:"ipv4"`
+			} `json:"status"`
+		}
+		if err := json.Unmarshal(raw, &parts); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(len(parts.Status.IPv4.Allocated)), "allocated-bytes")
+		b.ReportMetric(float64(len(parts.Metadata.ManagedFields)), "managedfields-bytes")
 		ctl.stop()
 		b.ReportMetric(float64(len(raw)), "ippool-bytes")
 		b.ReportMetric(float64(len(raw))/float64(1536*1024)*100, "%-of-1.5MiB")

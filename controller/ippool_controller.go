@@ -83,7 +83,11 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, err
 	}
 	var conds []condUpdate
-	if owner == nil || owner.Namespace != pool.Namespace || owner.Name != pool.Name {
+	if owner == nil {
+		// Our own pool is not in the cache's index yet: look again shortly.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	if owner.Namespace != pool.Namespace || owner.Name != pool.Name {
 		msg := fmt.Sprintf("network %s is already served by ippool %s/%s", pool.Spec.NetworkName, owner.Namespace, owner.Name)
 		if !conditionIs(pool.Status.Conditions, v1alpha1.Registered, corev1.ConditionFalse, ReasonNetworkTaken) {
 			r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ReasonNetworkTaken, "Register", msg)
