@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,6 +80,36 @@ func TestFlow(t *testing.T) {
 			if lease.Router != "192.168.100.1" || strings.Join(lease.DNS, ",") != "1.1.1.1" || lease.Domain != "example.com" ||
 				lease.ServerID != "192.168.100.2" || lease.Mask != 24 || lease.LeaseTime != 300 {
 				t.Fatalf("lease options %s, want gateway 192.168.100.1, dns 1.1.1.1, domain example.com, /24, 300 s from 192.168.100.2", lease)
+			}
+		}},
+		{"a killed agent is restarted in its pod and serves the same address", func(t *testing.T) {
+			pod, err := cluster.AgentPod(ctx, pool.Namespace, pool.Name, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs := pod.Status.ContainerStatuses
+			if len(cs) != 1 {
+				t.Fatalf("agent pod has %d container statuses", len(cs))
+			}
+			pid, err := strconv.Atoi(strings.TrimPrefix(cs[0].ContainerID, "localcluster://"))
+			if err != nil {
+				t.Fatalf("container ID %q: %v", cs[0].ContainerID, err)
+			}
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill agent pid %d: %v", pid, err)
+			}
+			eventually(t, 60*time.Second, "agent restarted and ready", func() error {
+				p, err := cluster.AgentPod(ctx, pool.Namespace, pool.Name, time.Second)
+				if err != nil {
+					return err
+				}
+				if p.UID != pod.UID || p.Status.ContainerStatuses[0].RestartCount != cs[0].RestartCount+1 {
+					return fmt.Errorf("pod %s restarts %d", p.UID, p.Status.ContainerStatuses[0].RestartCount)
+				}
+				return nil
+			})
+			if got := dhcp(t, vm, "eth0", 60*time.Second).IP; got != ip1 {
+				t.Fatalf("after the restart NIC 1 got %s, had %s", got, ip1)
 			}
 		}},
 		{"a second NIC gets a second address", func(t *testing.T) {
