@@ -57,6 +57,9 @@ func run(m *testing.M) (int, error) {
 	// VM_DHCP_E2E_BIN: a folder with already built binaries (e.g. bin/ after
 	// make build) instead of building them here.
 	if dir := os.Getenv("VM_DHCP_E2E_BIN"); dir != "" {
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(root, dir) // relative to the repository, not this package
+		}
 		bin = dir
 	}
 	for name, pkg := range map[string]string{
@@ -86,7 +89,7 @@ func run(m *testing.M) (int, error) {
 		BinDir:      bin,
 		Helm:        filepath.Join(strings.TrimSpace(string(helmDir)), "helm"),
 		NetnsPrefix: fmt.Sprintf("vmdhcp-e2e%d-", os.Getpid()),
-		ChartDir:    os.Getenv("VM_DHCP_E2E_CHART"), // default: the repository's chart
+		ChartDir:    chartDir(root),
 		Progress:    progress,
 	})
 	if err != nil {
@@ -99,6 +102,16 @@ func run(m *testing.M) (int, error) {
 			progress, cluster.ProcessLog("controller"), cluster.ProcessLog("kubelet"))
 	}
 	return code, nil
+}
+
+// chartDir is VM_DHCP_E2E_CHART (relative to the repository) or, when
+// unset, "" for the repository's chart.
+func chartDir(root string) string {
+	dir := os.Getenv("VM_DHCP_E2E_CHART")
+	if dir != "" && !filepath.IsAbs(dir) {
+		dir = filepath.Join(root, dir)
+	}
+	return dir
 }
 
 func needCluster(t *testing.T) {
