@@ -30,9 +30,11 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultCALifetime    = 10 * 365 * 24 * time.Hour
-	DefaultCertLifetime  = 365 * 24 * time.Hour
-	DefaultCheckInterval = time.Hour
+	DefaultCALifetime   = 10 * 365 * 24 * time.Hour
+	DefaultCertLifetime = 365 * 24 * time.Hour
+	// DefaultCheckInterval is short because each round also restores a
+	// caBundle that a chart upgrade reset; a round is three GETs.
+	DefaultCheckInterval = time.Minute
 )
 
 // Options configure a Manager.

@@ -218,6 +218,36 @@ func TestSelfManagedTLS(t *testing.T) {
 	if !bytes.Equal(c2.Certificate[0], cert.Raw) || !bytes.Equal(secretData(t, "vm-dhcp-webhook-tls")[certs.KeyCert], before[certs.KeyCert]) {
 		t.Error("second replica did not reuse the Secret's certificate")
 	}
+
+	// A chart upgrade that resets the caBundle is repaired on the next round.
+	keeper := newManager("vm-dhcp-webhook-tls", "vm-dhcp-webhook", 0, 100*time.Millisecond)
+	if err := keeper.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = keeper.Start(ctx) }()
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "vm-dhcp-webhook"}, &vwc); err != nil {
+		t.Fatal(err)
+	}
+	for i := range vwc.Webhooks {
+		vwc.Webhooks[i].ClientConfig.CABundle = nil
+	}
+	if err := k8s.Update(ctx, &vwc); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if err := k8s.Get(ctx, client.ObjectKey{Name: "vm-dhcp-webhook"}, &vwc); err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(vwc.Webhooks[0].ClientConfig.CABundle, before[certs.KeyCA]) &&
+			bytes.Equal(vwc.Webhooks[1].ClientConfig.CABundle, before[certs.KeyCA]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("reset caBundle never restored")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestReplicasConverge: replicas starting at once on an absent Secret end
