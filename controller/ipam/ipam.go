@@ -34,6 +34,9 @@ const (
 	MarkReserved = "RESERVED"
 )
 
+// MaxRangeSize is the largest range a pool may have: the addresses of a /8.
+const MaxRangeSize = 1 << 24
+
 // Config is the part of an IPPool's spec the IPAM needs.
 type Config struct {
 	CIDR     string
@@ -78,6 +81,11 @@ func New(c Config) (*Pool, error) {
 	}
 	if start > end {
 		return nil, fmt.Errorf("%w: pool.start %s is after pool.end %s", ErrInvalidConfig, c.Start, c.End)
+	}
+	// Bounded so the bitmap stays small (2 MiB at most) and the arithmetic
+	// below cannot overflow uint32.
+	if uint64(end)-uint64(start)+1 > MaxRangeSize {
+		return nil, fmt.Errorf("%w: range %s-%s holds more than %d addresses (a /8)", ErrInvalidConfig, c.Start, c.End, MaxRangeSize)
 	}
 	size := end - start + 1
 	words := (size + 63) / 64

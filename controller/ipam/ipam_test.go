@@ -121,6 +121,8 @@ func TestBadConfig(t *testing.T) {
 		{CIDR: "10.0.0.0/24", Start: "10.0.0.9", End: "10.0.0.2"},
 		{CIDR: "10.0.0.0/24", Start: "10.0.0.1", End: "10.0.0.9", ServerIP: "10.9.0.1"},
 		{CIDR: "10.0.0.0/24", Start: "10.0.0.1", End: "10.0.0.9", Exclude: []string{"x"}},
+		{CIDR: "0.0.0.0/0", Start: "0.0.0.0", End: "255.255.255.255"}, // would overflow the bitmap size
+		{CIDR: "10.0.0.0/7", Start: "10.0.0.1", End: "11.255.255.254"},
 	}
 	for _, c := range cases {
 		if _, err := New(c); !errors.Is(err, ErrInvalidConfig) {
