@@ -278,11 +278,13 @@ func (s *PoolStore) commit(ctx context.Context, ps *poolState, batch []*pendingO
 		ps.mu.RLock()
 		stale := ps.stale
 		ps.mu.RUnlock()
+		fresh := false
 		if stale {
 			if err := s.reload(ctx, ps); err != nil {
 				reply(nil, err)
 				return
 			}
+			fresh = true
 		}
 		ps.mu.Lock()
 		obj := ps.obj.DeepCopy()
@@ -294,6 +296,17 @@ func (s *PoolStore) commit(ctx context.Context, ps *poolState, batch []*pendingO
 		unchanged := equality.Semantic.DeepEqual(obj.Status, ps.obj.Status)
 		ps.mu.Unlock()
 		if unchanged {
+			// No write means no resourceVersion check proved our view
+			// current: another controller (split brain, or a leader that
+			// just lost its lease) may have written since. A release that
+			// found nothing, or a lookup, answered from an old view could
+			// leak or double an address, so confirm on a fresh read.
+			if !fresh {
+				ps.mu.Lock()
+				ps.stale = true
+				ps.mu.Unlock()
+				continue
+			}
 			reply(results, nil)
 			return
 		}

@@ -42,6 +42,9 @@ type Options struct {
 	// VMNetCfgWorkers is how many VMNetCfgs are reconciled at once. Many
 	// workers wait on the same pool write, which is what batches them.
 	VMNetCfgWorkers int
+	// OrphanSweepInterval is how often allocations whose VMNetCfg is gone
+	// are looked for and released. Default 15 seconds.
+	OrphanSweepInterval time.Duration
 	// SkipNameValidation allows several managers in one process (tests).
 	SkipNameValidation bool
 }
@@ -111,6 +114,15 @@ func Setup(mgr ctrl.Manager, o Options) (*PoolStore, error) {
 		Complete(vms)
 	if err != nil {
 		return nil, fmt.Errorf("set up virtualmachine controller: %w", err)
+	}
+
+	if o.OrphanSweepInterval == 0 {
+		o.OrphanSweepInterval = 15 * time.Second
+	}
+	sweeper := &OrphanSweeper{Reader: mgr.GetAPIReader(), Store: store, Interval: o.OrphanSweepInterval,
+		Log: mgr.GetLogger().WithName("orphans")}
+	if err := mgr.Add(sweeper); err != nil {
+		return nil, fmt.Errorf("add orphan sweeper: %w", err)
 	}
 
 	for path, h := range debugHandlers(store, mgr.GetClient()) {

@@ -89,6 +89,7 @@ type managerOpts struct {
 	image     string
 	values    AgentValues
 	workers   int
+	sweep     time.Duration
 }
 
 // startController starts a manager against the shared apiserver; stop()
@@ -113,11 +114,12 @@ func startController(t testing.TB, o managerOpts) *running {
 		t.Fatal(err)
 	}
 	store, err := Setup(mgr, Options{
-		Agent:              AgentOptions{Namespace: agentNS, Image: o.image, ServiceAccount: "vm-dhcp-agent", Values: o.values},
-		Metrics:            m,
-		NodeGracePeriod:    o.nodeGrace,
-		VMNetCfgWorkers:    o.workers,
-		SkipNameValidation: true,
+		Agent:               AgentOptions{Namespace: agentNS, Image: o.image, ServiceAccount: "vm-dhcp-agent", Values: o.values},
+		Metrics:             m,
+		NodeGracePeriod:     o.nodeGrace,
+		VMNetCfgWorkers:     o.workers,
+		OrphanSweepInterval: o.sweep,
+		SkipNameValidation:  true,
 	})
 	if err != nil {
 		t.Fatalf("setup: %v", err)

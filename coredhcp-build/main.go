@@ -79,9 +79,11 @@ func main() {
 func run() error {
 	var (
 		confPath   = flag.StringP("conf", "c", "", "CoreDHCP configuration file (default: CoreDHCP's search path)")
-		logLevel   = flag.StringP("loglevel", "l", "info", "log level: debug, info, warning, error, fatal or none")
-		logFile    = flag.StringP("logfile", "L", "", "also append logs to this file")
-		noColors   = flag.BoolP("nocolors", "N", false, "plain log output without colours")
+		// Short flags as upstream CoreDHCP's cmds/coredhcp has them.
+		logFile    = flag.StringP("logfile", "l", "", "also append logs to this file")
+		logLevel   = flag.StringP("loglevel", "L", "info", "log level: debug, info, warning, error, fatal or none")
+		noStdout   = flag.BoolP("nostdout", "N", false, "disable logging to stdout/stderr")
+		noColors   = flag.Bool("nocolors", false, "plain log output without colours")
 		listPlugin = flag.BoolP("plugins", "P", false, "list the plugins and exit")
 		healthAddr = flag.String("health-addr", ":8080", "address of /healthz, /readyz and /metrics (empty: off)")
 		ifaceAddrs = flag.StringArray("interface-address", nil, "IFACE=IP/PREFIX to set on an interface before serving (repeatable, idempotent)")
@@ -107,6 +109,9 @@ func run() error {
 	}
 	if *logFile != "" {
 		logger.WithFile(log, *logFile)
+	}
+	if *noStdout {
+		logger.WithNoStdOutErr(log)
 	}
 	poolwatch.Default.SetLogger(newLogr(*logLevel))
 
