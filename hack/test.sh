@@ -30,9 +30,22 @@ go test -count=1 -run '^$' ./... >/dev/null
 step "go test (unit, envtest integration, DHCP end-to-end)"
 # -p 1: packages run one at a time; the envtest and network-namespace suites
 # each start their own control plane and would starve each other on 2 cores.
-go test -count=1 -timeout 45m -p 1 ./...
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+go test -count=1 -timeout 45m -p 1 ./... 2>&1 | tee "$log"
 
 if [ -x hack/test-extra.sh ]; then
-  step "chart lint and fuzz"
+  step "chart: helm lint --strict and chart tests (own module)"
   hack/test-extra.sh
 fi
+
+step "fuzz (short, fixed time)"
+FUZZTIME="${FUZZTIME:-30s}"
+go test -run '^$' -fuzz '^FuzzHandlers$' -fuzztime "$FUZZTIME" ./plugins/ippoollease
+go test -run '^$' -fuzz '^FuzzValidateIPPool$' -fuzztime "$FUZZTIME" ./webhook
+
+# One closing line that counts the Go test packages of the main module.
+passed=$(grep -c '^ok ' "$log" || true)
+failed=$(grep -c '^FAIL' "$log" || true)
+echo
+echo "packages: $passed passed, $failed failed"

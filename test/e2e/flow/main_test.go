@@ -25,6 +25,7 @@ import (
 // seconds, and the flow is one story told in order.
 var (
 	cluster    *localcluster.Cluster
+	helmBin    string
 	skipReason string
 )
 
@@ -80,6 +81,7 @@ func run(m *testing.M) (int, error) {
 	if err != nil {
 		return 1, fmt.Errorf("install helm with hack/tools.sh: %w", err)
 	}
+	helmBin = filepath.Join(strings.TrimSpace(string(helmDir)), "helm")
 	work := filepath.Join(tmp, "work")
 	progress := &strings.Builder{}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -87,7 +89,7 @@ func run(m *testing.M) (int, error) {
 	cluster, err = localcluster.Start(ctx, localcluster.Options{
 		WorkDir:     work,
 		BinDir:      bin,
-		Helm:        filepath.Join(strings.TrimSpace(string(helmDir)), "helm"),
+		Helm:        helmBin,
 		NetnsPrefix: fmt.Sprintf("vmdhcp-e2e%d-", os.Getpid()),
 		ChartDir:    chartDir(root),
 		Progress:    progress,
