@@ -124,6 +124,11 @@ func TestVMNetCfgAllocation(t *testing.T) {
 	waitVMNetCfg(t, client.ObjectKeyFromObject(c), "c refused",
 		allocatedIs(corev1.ConditionFalse, ReasonAddressTaken, map[string]string{"02:00:00:00:00:0c": ""}, v1alpha1.StatePending))
 	eventually(t, 10*time.Second, "address-taken event", func() error { return hasEvent(ns, "c", ReasonAddressTaken, "192.168.100.13") })
+	// c would take .13 as soon as it is free; drop it so the later steps
+	// know who gets a released address.
+	if err := k8s.Delete(ctx, getVNC(t, client.ObjectKeyFromObject(c))); err != nil {
+		t.Fatal(err)
+	}
 	// Requested an excluded address: refused too.
 	d := newVMNetCfg(ns, "d", nic(net, "02:00:00:00:00:0d", "192.168.100.11"))
 	create(t, d)
