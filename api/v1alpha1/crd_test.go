@@ -16,25 +16,6 @@ import (
 	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
 )
 
-// startAPIServer runs a real kube-apiserver + etcd with the generated CRDs.
-func startAPIServer(t *testing.T) client.Client {
-	t.Helper()
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func readExample(t *testing.T, name string) *unstructured.Unstructured {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "examples", name))
@@ -49,7 +30,7 @@ func readExample(t *testing.T, name string) *unstructured.Unstructured {
 }
 
 func TestCRDs(t *testing.T) {
-	c := startAPIServer(t)
+	_, _, c := testenv.Start(t)
 	ctx := context.Background()
 
 	// Harvester's manifests apply unchanged (sent as-is, not through our Go types).

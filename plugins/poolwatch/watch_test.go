@@ -41,19 +41,7 @@ func leaseOf(w *Watch, m string) netip.Addr {
 // ones stop being served, every change reaches the snapshot, and a deleted
 // pool serves nothing.
 func TestWatchFollowsThePool(t *testing.T) {
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cfg, c := testenv.Start(t)
 	ctx := context.Background()
 
 	// A second pool in the same namespace must not leak into the watch.

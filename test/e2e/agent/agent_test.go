@@ -81,19 +81,7 @@ func startControlPlane(t *testing.T) *controlPlane {
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, cfg, c := testenv.Start(t)
 	user, err := env.ControlPlane.AddUser(envtest.User{Name: "vm-dhcp-agent", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		t.Fatal(err)
