@@ -170,6 +170,33 @@ func s4AgentRestart(t *testing.T, e *agentEnv) {
 	for _, v := range violations {
 		t.Errorf("violation: %s", v)
 	}
+
+	// Catch-up: the agent that started from its snapshot during the outage
+	// must follow the pool again once the API server is back. A NIC added
+	// now reaches its snapshot (written on every change of its view).
+	const catchUpMAC = "02:ca:70:00:00:01"
+	added := time.Now()
+	if err := e.cp.client.Create(ctx, vmNetCfg(poolNS, "vm-catch-up", poolNS+"/net", catchUpMAC)); err != nil {
+		t.Fatal(err)
+	}
+	// 60 s: client-go's watch backs off (up to 30 s) while the server is gone.
+	err = eventually(ctx, 60*time.Second, 200*time.Millisecond, func() error {
+		b, err := os.ReadFile(e.dir + "/snapshot.json")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(strings.ToLower(string(b)), catchUpMAC) {
+			return fmt.Errorf("snapshot does not hold %s yet", catchUpMAC)
+		}
+		return nil
+	})
+	r.Add("after the API server is back: a new allocation in the agent's view after", time.Since(added).Round(10*time.Millisecond))
+	if err != nil {
+		t.Errorf("the agent restarted from its snapshot did not catch up with the API server: %v", err)
+	}
+	if err := e.cp.client.Delete(ctx, vmNetCfg(poolNS, "vm-catch-up", poolNS+"/net", catchUpMAC)); err != nil {
+		t.Errorf("delete the catch-up VMNetCfg: %v", err)
+	}
 }
 
 // S5: perfdhcp floods the agent with DISCOVERs from random unknown MACs at
