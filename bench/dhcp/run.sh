@@ -141,10 +141,10 @@ sleep 1
 start_server() { # name
   case "$1" in
     vm-dhcp-agent)
-      ip netns exec "$SRV_NS" "$WORK/vm-dhcp-agent" -c "$WORK/agent.yaml" -l error -N --health-addr 127.0.0.1:18080 \
+      ip netns exec "$SRV_NS" "$WORK/vm-dhcp-agent" -c "$WORK/agent.yaml" --loglevel error --nocolors --health-addr 127.0.0.1:18080 \
         >"$WORK/server.log" 2>&1 & ;;
     coredhcp-file)
-      ip netns exec "$SRV_NS" "$WORK/vm-dhcp-agent" -c "$WORK/file.yaml" -l error -N --health-addr 127.0.0.1:18080 \
+      ip netns exec "$SRV_NS" "$WORK/vm-dhcp-agent" -c "$WORK/file.yaml" --loglevel error --nocolors --health-addr 127.0.0.1:18080 \
         >"$WORK/server.log" 2>&1 & ;;
     kea)
       mkdir -p "$WORK/kea-run"
