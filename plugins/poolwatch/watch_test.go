@@ -56,8 +56,24 @@ func TestWatchFollowsThePool(t *testing.T) {
 		}
 	}
 
+	// The snapshot folder is removed after the watch stops, with retries:
+	// Stop only cancels, and a snapshot write of the last change (the
+	// deleted pool) may still be in flight. t.TempDir would remove it before
+	// Stop runs (cleanups run last-in first-out) and race with that write.
+	dir, err := os.MkdirTemp("", "poolwatch-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	reg := NewRegistry(testr.New(t))
-	t.Cleanup(reg.Stop) // before env.Stop: an open watch delays the API server's shutdown
+	t.Cleanup(func() {
+		reg.Stop() // before env.Stop: an open watch delays the API server's shutdown
+		for i := 0; i < 50; i++ {
+			if os.RemoveAll(dir) == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 	reg.restConfig = func(string) (*rest.Config, error) { return cfg, nil }
 	w, err := reg.Watch("default", "example", "")
 	if err != nil {
@@ -66,7 +82,7 @@ func TestWatchFollowsThePool(t *testing.T) {
 	if again, _ := reg.Watch("default", "example", ""); again != w {
 		t.Fatal("second Watch of the same pool started another watch")
 	}
-	snap := filepath.Join(t.TempDir(), "snapshot.json")
+	snap := filepath.Join(dir, "snapshot.json")
 	if err := w.UseSnapshot(snap); err != nil {
 		t.Fatal(err)
 	}
