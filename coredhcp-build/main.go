@@ -78,7 +78,7 @@ func main() {
 
 func run() error {
 	var (
-		confPath   = flag.StringP("conf", "c", "", "CoreDHCP configuration file (default: CoreDHCP's search path)")
+		confPath = flag.StringP("conf", "c", "", "CoreDHCP configuration file (default: CoreDHCP's search path)")
 		// Short flags as upstream CoreDHCP's cmds/coredhcp has them.
 		logFile    = flag.StringP("logfile", "l", "", "also append logs to this file")
 		logLevel   = flag.StringP("loglevel", "L", "info", "log level: debug, info, warning, error, fatal or none")
