@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vm-dhcp/vm-dhcp/test/e2e/localcluster"
 )
 
 // ip runs the ip command.
@@ -38,42 +37,8 @@ func delNetns(name string) {
 	_ = ip("netns", "del", name)
 }
 
-// inNetns runs fn on an OS thread switched into the named namespace; sockets
-// fn opens stay in that namespace. If switching back fails the thread stays
-// locked and the runtime discards it when the goroutine exits.
-func inNetns(name string, fn func() error) error {
-	result := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-		if err != nil {
-			runtime.UnlockOSThread()
-			result <- fmt.Errorf("open current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(filepath.Join("/run/netns", name))
-		if err != nil {
-			runtime.UnlockOSThread()
-			result <- fmt.Errorf("open netns %s: %w", name, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			result <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		fnErr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			result <- fmt.Errorf("leave netns %s: %w", name, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		result <- fnErr
-	}()
-	return <-result
-}
+// inNetns runs fn inside the named network namespace (the local cluster's helper).
+func inNetns(name string, fn func() error) error { return localcluster.InNetns(name, fn) }
 
 // forwardFromNetns listens on addr inside namespace ns and pipes every
 // connection to the same addr in the test's namespace: how a process in the

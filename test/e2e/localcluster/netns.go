@@ -57,7 +57,7 @@ func delNetns(name string) error {
 // process. The thread is never handed back to the Go scheduler in a foreign
 // namespace: if switching back fails the goroutine exits while still locked,
 // and the runtime discards the thread.
-func inNetns(name string, fn func() error) error {
+func InNetns(name string, fn func() error) error {
 	result := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -94,7 +94,7 @@ func inNetns(name string, fn func() error) error {
 // dialInNetns opens a TCP connection from inside the named namespace.
 func dialInNetns(ctx context.Context, name, addr string) (net.Conn, error) {
 	var conn net.Conn
-	err := inNetns(name, func() error {
+	err := InNetns(name, func() error {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", addr)
 		conn = c
@@ -106,7 +106,7 @@ func dialInNetns(ctx context.Context, name, addr string) (net.Conn, error) {
 // listenInNetns opens a TCP listener inside the named namespace.
 func listenInNetns(name, addr string) (net.Listener, error) {
 	var l net.Listener
-	err := inNetns(name, func() error {
+	err := InNetns(name, func() error {
 		var err error
 		l, err = net.Listen("tcp", addr)
 		return err
