@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -86,6 +87,7 @@ func run() error {
 		noColors   = flag.Bool("nocolors", false, "plain log output without colours")
 		listPlugin = flag.BoolP("plugins", "P", false, "list the plugins and exit")
 		healthAddr = flag.String("health-addr", ":8080", "address of /healthz, /readyz and /metrics (empty: off)")
+		withPprof  = flag.Bool("pprof", false, "also serve Go's /debug/pprof/ on --health-addr (for profiling; off by default)")
 		ifaceAddrs = flag.StringArray("interface-address", nil, "IFACE=IP/PREFIX to set on an interface before serving (repeatable, idempotent)")
 	)
 	flag.Parse()
@@ -133,7 +135,7 @@ func run() error {
 	}
 
 	if *healthAddr != "" {
-		srv := &http.Server{Addr: *healthAddr, Handler: healthMux(), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Addr: *healthAddr, Handler: healthMux(*withPprof), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Errorf("health server on %s: %v", *healthAddr, err)
@@ -163,7 +165,7 @@ func newLogr(level string) logr.Logger {
 	return logr.FromSlogHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
-func healthMux() *http.ServeMux {
+func healthMux(withPprof bool) *http.ServeMux {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
@@ -176,5 +178,14 @@ func healthMux() *http.ServeMux {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{poolwatch.Default.Gatherer(), reg}, promhttp.HandlerOpts{}))
+	if withPprof {
+		// Registered on our mux only: importing net/http/pprof for its
+		// side effect would also expose it on http.DefaultServeMux.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }

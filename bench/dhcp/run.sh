@@ -10,7 +10,9 @@
 # client namespace holds an address of the served subnet.
 #
 # Usage (root): bench/dhcp/run.sh [--rates "1000 4000 8000 16000"] [--period 10]
-#               [--rounds 1] [--no-docs]
+#               [--rounds 1] [--servers "vm-dhcp-agent coredhcp-file kea"] [--no-avalanche] [--no-docs]
+# --servers narrows a run (e.g. when profiling); docs are only written when
+# all three ran.
 # Writes the table into the "## DHCP throughput" section of docs/benchmarks.md.
 set -euo pipefail
 
@@ -18,11 +20,15 @@ RATES="1000 4000 8000 16000"
 PERIOD=10
 ROUNDS=1
 WRITE_DOCS=1
+SERVER_LIST="vm-dhcp-agent coredhcp-file kea"
+AVALANCHE=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --rates) RATES="$2"; shift 2 ;;
     --period) PERIOD="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
+    --servers) SERVER_LIST="$2"; shift 2 ;;
+    --no-avalanche) AVALANCHE=0; WRITE_DOCS=0; shift ;;
     --no-docs) WRITE_DOCS=0; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -138,13 +144,17 @@ ip -n "$SRV_NS" addr add "$SERVER_IP/$PREFIX" dev "$SRV_IF"; ip -n "$SRV_NS" lin
 ip -n "$CLI_NS" addr add "$CLIENT_IP/$PREFIX" dev "$CLI_IF"; ip -n "$CLI_NS" link set "$CLI_IF" up
 sleep 1
 
+CURRENT=""
+PPROF_FLAG=""
+[[ -z "${BENCH_PPROF_DIR:-}" ]] || PPROF_FLAG="--pprof"
 start_server() { # name
+  CURRENT="$1"
   case "$1" in
     vm-dhcp-agent)
-      ip netns exec "$SRV_NS" "$WORK/vm-dhcp-agent" -c "$WORK/agent.yaml" --loglevel error --nocolors --health-addr 127.0.0.1:18080 \
+      ip netns exec "$SRV_NS" env ${AGENT_ENV:-} "$WORK/vm-dhcp-agent" -c "$WORK/agent.yaml" --loglevel error --nocolors --health-addr 127.0.0.1:18080 $PPROF_FLAG \
         >"$WORK/server.log" 2>&1 & ;;
     coredhcp-file)
-      ip netns exec "$SRV_NS" "$WORK/vm-dhcp-agent" -c "$WORK/file.yaml" --loglevel error --nocolors --health-addr 127.0.0.1:18080 \
+      ip netns exec "$SRV_NS" "$WORK/vm-dhcp-agent" -c "$WORK/file.yaml" --loglevel error --nocolors --health-addr 127.0.0.1:18080 $PPROF_FLAG \
         >"$WORK/server.log" 2>&1 & ;;
     kea)
       mkdir -p "$WORK/kea-run"
@@ -172,8 +182,18 @@ start_server() { # name
 run_rate() { # rate -> "rate acks drops% avg_ms"
   local out
   # perfdhcp exits non-zero when packets were dropped: that is a result here.
+  local prof=""
+  if [[ -n "${BENCH_PPROF_DIR:-}" && "$CURRENT" != kea ]]; then
+    # CPU profile of the server for most of the run (the agent is started
+    # with --pprof when BENCH_PPROF_DIR is set).
+    mkdir -p "$BENCH_PPROF_DIR"
+    ip netns exec "$SRV_NS" curl -s -o "$BENCH_PPROF_DIR/$CURRENT-$1-$(date +%s).pprof" \
+      "http://127.0.0.1:18080/debug/pprof/profile?seconds=$((PERIOD - 2))" &
+    prof=$!
+  fi
   out="$(ip netns exec "$CLI_NS" timeout $((PERIOD + 30)) perfdhcp -4 -l "$CLI_IF" -r "$1" -p "$PERIOD" -W 1000000 \
     -M "$WORK/macs.txt" "$SERVER_IP" 2>&1 || true)"
+  [[ -z "$prof" ]] || wait "$prof" || true
   [[ -n "${BENCH_DEBUG:-}" ]] && echo "$out" >&2
   python3 -c '
 import re, sys
@@ -207,7 +227,8 @@ for ex, n in re.findall(r"(DISCOVER-OFFER|REQUEST-ACK): still waiting .* retryin
 print("%.1f %.0f %s %d" % (wall, float(rate.group(1)) if rate else 0, recv[1] if len(recv) > 1 else "0", sum(retry.values())))' "$t0" "$t1" <<<"$out"
 }
 
-SERVERS=(vm-dhcp-agent coredhcp-file kea)
+read -r -a SERVERS <<<"$SERVER_LIST"
+[[ ${#SERVERS[@]} -eq 3 ]] || WRITE_DOCS=0
 RESULTS="$WORK/results.txt" # server kind round values...
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$ROUNDS"); do
@@ -225,6 +246,7 @@ for round in $(seq "$ROUNDS"); do
     done
   done
   for s in "${order[@]}"; do
+    [[ $AVALANCHE -eq 1 ]] || break
     start_server "$s"
     r="$(run_avalanche)"
     stop_server

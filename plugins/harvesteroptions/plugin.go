@@ -6,6 +6,7 @@
 package harvesteroptions
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/rfc1035label"
 
+	"github.com/vm-dhcp/vm-dhcp/plugins/internal/wire"
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
 
@@ -60,6 +62,8 @@ type Options struct {
 	// ntp maps an NTP host name to its resolved IPv4 addresses; replaced
 	// as a whole by ResolveNTP, read-only afterwards.
 	ntp atomic.Pointer[map[string][]net.IP]
+	// enc caches the encoded options of the last pool view served.
+	enc atomic.Pointer[encodedOptions]
 }
 
 // New returns options served from pool.
@@ -126,50 +130,109 @@ func (o *Options) ResolveOnce(ctx context.Context, lookup LookupFunc, log logr.L
 // ACKs. When the client sent a parameter request list, only the options it
 // asked for are added (plus the subnet mask and lease times, which RFC 2131
 // servers always send); without a list, all of them are.
+//
+// The options are encoded once per pool view (see encodedOptions), so a
+// reply costs one allocation for all of their bytes and no parsing.
 func (o *Options) Handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 	p := o.pool()
 	if p == nil || !p.Subnet.IsValid() {
 		return resp, false
 	}
-	if mt := resp.MessageType(); mt != dhcpv4.MessageTypeOffer && mt != dhcpv4.MessageTypeAck {
+	if mt := wire.MessageType(resp.Options); mt != dhcpv4.MessageTypeOffer && mt != dhcpv4.MessageTypeAck {
 		return resp, false
 	}
-	prl := req.ParameterRequestList()
-	want := func(c dhcpv4.OptionCode) bool { return len(prl) == 0 || prl.Has(c) }
-
-	resp.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(p.Subnet.Bits(), 32)))
-	if p.Router.IsValid() && want(dhcpv4.OptionRouter) {
-		resp.UpdateOption(dhcpv4.OptRouter(p.Router.AsSlice()))
+	e := o.encodedFor(p)
+	// Raw option 55: one byte per code, looked up without decoding.
+	prl := req.Options.Get(dhcpv4.OptionParameterRequestList)
+	inform := wire.MessageType(req.Options) == dhcpv4.MessageTypeInform
+	if resp.Options == nil {
+		resp.Options = dhcpv4.Options{}
 	}
-	if len(p.DNS) > 0 && want(dhcpv4.OptionDomainNameServer) {
-		resp.UpdateOption(dhcpv4.OptDNS(p.DNS...))
-	}
-	if p.DomainName != "" && want(dhcpv4.OptionDomainName) {
-		resp.UpdateOption(dhcpv4.OptDomainName(p.DomainName))
-	}
-	if len(p.DomainSearch) > 0 && want(dhcpv4.OptionDNSDomainSearchList) {
-		// Built per reply: Labels is not documented as safe to share.
-		labels := &rfc1035label.Labels{Labels: append([]string(nil), p.DomainSearch...)}
-		resp.UpdateOption(dhcpv4.OptDomainSearch(labels))
-	}
-	if len(p.NTP) > 0 && want(dhcpv4.OptionNTPServers) {
-		if ips := o.ntpServers(p); len(ips) > 0 {
-			resp.UpdateOption(dhcpv4.OptNTPServers(ips...))
+	// One backing array per reply: the encoded values stay read-only and
+	// are never handed out, so nothing downstream can change them.
+	buf := make([]byte, 0, e.size)
+	for _, opt := range e.opts {
+		if inform && opt.leaseOnly {
+			continue // RFC 2131: lease times are forbidden in an ACK to INFORM
 		}
-	}
-	if p.MTU != 0 && want(dhcpv4.OptionInterfaceMTU) {
-		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionInterfaceMTU, binary.BigEndian.AppendUint16(nil, p.MTU)))
-	}
-	if len(p.Routes) > 0 && want(dhcpv4.OptionClasslessStaticRoute) {
-		resp.UpdateOption(dhcpv4.OptClasslessStaticRoute(classlessRoutes(p)...))
-	}
-	if req.MessageType() != dhcpv4.MessageTypeInform {
-		// RFC 2131: lease time is required in OFFER/ACK, forbidden for INFORM.
-		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(p.LeaseTime))
-		resp.UpdateOption(dhcpv4.OptRenewTimeValue(p.LeaseTime / 2))
-		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(p.LeaseTime * 7 / 8))
+		if !opt.always && len(prl) > 0 && bytes.IndexByte(prl, opt.code) < 0 {
+			continue
+		}
+		at := len(buf)
+		buf = append(buf, opt.value...)
+		resp.Options[opt.code] = buf[at:len(buf):len(buf)]
 	}
 	return resp, false
+}
+
+// encodedOption is one option's wire value.
+type encodedOption struct {
+	code  uint8
+	value []byte
+	// always: sent whether or not the client asked (subnet mask, lease
+	// times); leaseOnly: not sent in reply to INFORM.
+	always, leaseOnly bool
+}
+
+// encodedOptions are the options of one pool view with one NTP resolution,
+// in wire form. Immutable once built.
+type encodedOptions struct {
+	pool *poolwatch.Pool
+	ntp  *map[string][]net.IP
+	opts []encodedOption
+	size int // sum of len(value)
+}
+
+// encodedFor returns p's encoded options, building them when the pool view
+// or the NTP resolution changed since the last build. Two goroutines may
+// build the same view at once; both results are equal, either may stay.
+func (o *Options) encodedFor(p *poolwatch.Pool) *encodedOptions {
+	ntp := o.ntp.Load()
+	if e := o.enc.Load(); e != nil && e.pool == p && e.ntp == ntp {
+		return e
+	}
+	e := encode(p, ntpServers(p, *ntp))
+	e.ntp = ntp
+	o.enc.Store(e)
+	return e
+}
+
+// encode builds the wire values with the library's own option constructors,
+// so the bytes are exactly what UpdateOption would have produced.
+func encode(p *poolwatch.Pool, ntp []net.IP) *encodedOptions {
+	e := &encodedOptions{pool: p}
+	add := func(opt dhcpv4.Option, always, leaseOnly bool) {
+		v := opt.Value.ToBytes()
+		e.opts = append(e.opts, encodedOption{code: opt.Code.Code(), value: v, always: always, leaseOnly: leaseOnly})
+		e.size += len(v)
+	}
+	add(dhcpv4.OptSubnetMask(net.CIDRMask(p.Subnet.Bits(), 32)), true, false)
+	if p.Router.IsValid() {
+		add(dhcpv4.OptRouter(p.Router.AsSlice()), false, false)
+	}
+	if len(p.DNS) > 0 {
+		add(dhcpv4.OptDNS(p.DNS...), false, false)
+	}
+	if p.DomainName != "" {
+		add(dhcpv4.OptDomainName(p.DomainName), false, false)
+	}
+	if len(p.DomainSearch) > 0 {
+		labels := &rfc1035label.Labels{Labels: append([]string(nil), p.DomainSearch...)}
+		add(dhcpv4.OptDomainSearch(labels), false, false)
+	}
+	if len(ntp) > 0 {
+		add(dhcpv4.OptNTPServers(ntp...), false, false)
+	}
+	if p.MTU != 0 {
+		add(dhcpv4.OptGeneric(dhcpv4.OptionInterfaceMTU, binary.BigEndian.AppendUint16(nil, p.MTU)), false, false)
+	}
+	if len(p.Routes) > 0 {
+		add(dhcpv4.OptClasslessStaticRoute(classlessRoutes(p)...), false, false)
+	}
+	add(dhcpv4.OptIPAddressLeaseTime(p.LeaseTime), true, true)
+	add(dhcpv4.OptRenewTimeValue(p.LeaseTime/2), true, true)
+	add(dhcpv4.OptRebindingTimeValue(p.LeaseTime*7/8), true, true)
+	return e
 }
 
 // classlessRoutes are the pool's routes and, when a router is set, the
@@ -196,8 +259,7 @@ func classlessRoutes(p *poolwatch.Pool) []*dhcpv4.Route {
 
 // ntpServers are the pool's NTP servers as addresses: literals as written,
 // host names as last resolved (never resolved here, on the packet path).
-func (o *Options) ntpServers(p *poolwatch.Pool) []net.IP {
-	resolved := *o.ntp.Load()
+func ntpServers(p *poolwatch.Pool, resolved map[string][]net.IP) []net.IP {
 	var ips []net.IP
 	for _, s := range p.NTP {
 		if a, err := netip.ParseAddr(s); err == nil {

@@ -175,6 +175,12 @@ func TestOptionsFollowThePoolLive(t *testing.T) {
 	p1, _ := poolwatch.FromIPPool(ipp)
 	current := p1
 	o := New(func() *poolwatch.Pool { return current })
+	// Served once before the change, so the encoded options of p1 are
+	// cached and must be replaced.
+	before := dhcptest.Serve(dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC), o.Handle)
+	if dns := before.DNS(); len(dns) == 0 || dns[0].String() == "9.9.9.9" {
+		t.Fatalf("dns %v before the change", dns)
+	}
 	ipp.Spec.IPv4Config.DNS = []v1alpha1.IPv4Address{"9.9.9.9"}
 	ipp.Spec.IPv4Config.Routes = nil
 	p2, _ := poolwatch.FromIPPool(ipp)
@@ -193,5 +199,27 @@ func TestNoPoolLeavesReplyAlone(t *testing.T) {
 	resp := dhcptest.Serve(dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.KnownMAC), o.Handle)
 	if resp.Options.Has(dhcpv4.OptionSubnetMask) || resp.Options.Has(dhcpv4.OptionIPAddressLeaseTime) {
 		t.Fatalf("options set without a pool: %s", resp.Summary())
+	}
+}
+
+// A later plugin that edits an option's bytes in place must not change
+// what the next client receives: the cached encoding is never handed out.
+func TestRepliesDoNotShareOptionBytes(t *testing.T) {
+	pool := examplePool(t)
+	o := New(func() *poolwatch.Pool { return pool })
+	first := dhcptest.Serve(dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.KnownMAC), o.Handle)
+	want := append([]byte(nil), first.Options.Get(dhcpv4.OptionDomainNameServer)...)
+	for _, code := range []dhcpv4.OptionCode{dhcpv4.OptionDomainNameServer, dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter} {
+		v := first.Options.Get(code)
+		for i := range v {
+			v[i] = 0xff
+		}
+	}
+	second := dhcptest.Serve(dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.KnownMAC), o.Handle)
+	if got := second.Options.Get(dhcpv4.OptionDomainNameServer); !bytes.Equal(got, want) {
+		t.Fatalf("dns bytes % x after an earlier reply was edited, want % x", got, want)
+	}
+	if m := second.SubnetMask(); m.String() != "ffffff00" {
+		t.Fatalf("subnet mask %s after an earlier reply was edited", m)
 	}
 }

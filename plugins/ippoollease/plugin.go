@@ -16,6 +16,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/vm-dhcp/vm-dhcp/plugins/internal/wire"
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
 
@@ -63,13 +64,13 @@ func (l *Leaser) Handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 	out, stop := l.handle(req, resp)
 	l.Metrics.HandleSeconds.Observe(time.Since(start).Seconds())
 	if out != nil {
-		l.Metrics.Reply(out.MessageType())
+		l.Metrics.Reply(wire.MessageType(out.Options))
 	}
 	return out, stop
 }
 
 func (l *Leaser) handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
-	mt := req.MessageType()
+	mt := wire.MessageType(req.Options)
 	l.Metrics.Request(mt)
 	p := l.Pool()
 	addr, known := p.Lease(req.ClientHWAddr)
@@ -88,14 +89,13 @@ func (l *Leaser) handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 	case dhcpv4.MessageTypeRequest:
 		// A REQUEST naming another server (SELECTING state) is that
 		// server's business.
-		if sid := req.ServerIdentifier(); sid != nil && !sid.IsUnspecified() && !sid.Equal(ourServerID(resp, p)) {
+		if sid, ok := wire.IPv4(req.Options, dhcpv4.OptionServerIdentifier); ok && !sid.IsUnspecified() && sid != ourServerID(resp, p) {
 			return nil, true
 		}
-		want := req.RequestedIPAddress()
-		if want == nil || want.IsUnspecified() {
-			want = req.ClientIPAddr
+		wantAddr, ok := wire.IPv4(req.Options, dhcpv4.OptionRequestedIPAddress)
+		if !ok || wantAddr.IsUnspecified() {
+			wantAddr, ok = netip.AddrFromSlice(req.ClientIPAddr.To4())
 		}
-		wantAddr, ok := netip.AddrFromSlice(want.To4())
 		switch {
 		case !ok || !wantAddr.IsValid() || wantAddr.IsUnspecified():
 			return nil, true
@@ -131,15 +131,13 @@ func (l *Leaser) handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 }
 
 // ourServerID is the server identifier the reply carries (set by the
-// server_id plugin), else the pool's server IP.
-func ourServerID(resp *dhcpv4.DHCPv4, p *poolwatch.Pool) net.IP {
-	if sid := resp.ServerIdentifier(); sid != nil {
+// server_id plugin), else the pool's server IP (invalid when neither is set,
+// so no identifier matches it).
+func ourServerID(resp *dhcpv4.DHCPv4, p *poolwatch.Pool) netip.Addr {
+	if sid, ok := wire.IPv4(resp.Options, dhcpv4.OptionServerIdentifier); ok {
 		return sid
 	}
-	if p.ServerIP.IsValid() {
-		return p.ServerIP.AsSlice()
-	}
-	return nil
+	return p.ServerIP
 }
 
 // nak turns resp into a DHCPNAK: per RFC 2131 table 3 it carries no

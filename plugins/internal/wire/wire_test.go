@@ -1,0 +1,66 @@
+package wire
+
+import (
+	"testing"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// MessageType must agree with the library's decoder on every value it
+// accepts, and say None where the library fails.
+func TestMessageTypeMatchesLibrary(t *testing.T) {
+	cases := []dhcpv4.Options{
+		{},
+		{53: nil},
+		{53: {}},
+		{53: {1, 2}},
+	}
+	for v := 0; v < 256; v++ {
+		cases = append(cases, dhcpv4.Options{53: {byte(v)}})
+	}
+	for _, opts := range cases {
+		want := (&dhcpv4.DHCPv4{Options: opts}).MessageType()
+		if got := MessageType(opts); got != want {
+			t.Errorf("options % x: MessageType %v, library %v", opts[53], got, want)
+		}
+	}
+}
+
+func BenchmarkMessageType(b *testing.B) {
+	p := &dhcpv4.DHCPv4{Options: dhcpv4.Options{53: {byte(dhcpv4.MessageTypeRequest)}}}
+	b.Run("wire", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if MessageType(p.Options) != dhcpv4.MessageTypeRequest {
+				b.Fatal("wrong type")
+			}
+		}
+	})
+	b.Run("library", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if p.MessageType() != dhcpv4.MessageTypeRequest {
+				b.Fatal("wrong type")
+			}
+		}
+	})
+}
+
+// IPv4 must agree with the library's GetIP on lengths 0 to 6.
+func TestIPv4MatchesLibrary(t *testing.T) {
+	for n := 0; n <= 6; n++ {
+		v := []byte{10, 0, 0, 1, 7, 7}[:n]
+		opts := dhcpv4.Options{54: v}
+		want := dhcpv4.GetIP(dhcpv4.OptionServerIdentifier, opts)
+		got, ok := IPv4(opts, dhcpv4.OptionServerIdentifier)
+		switch {
+		case want == nil && ok:
+			t.Errorf("% x: got %v, library has none", v, got)
+		case want != nil && (!ok || got.String() != want.String()):
+			t.Errorf("% x: got %v %v, library %v", v, got, ok, want)
+		}
+	}
+	if _, ok := IPv4(dhcpv4.Options{}, dhcpv4.OptionServerIdentifier); ok {
+		t.Error("absent option reported present")
+	}
+}
