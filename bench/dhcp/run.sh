@@ -11,6 +11,9 @@
 #
 # Usage (root): bench/dhcp/run.sh [--rates "1000 4000 8000 16000"] [--period 10]
 #               [--rounds 1] [--servers "vm-dhcp-agent coredhcp-file kea"] [--no-avalanche] [--no-docs]
+# Debugging: BENCH_GO_ENV="GODEBUG=gctrace=1" is set for the two Go servers,
+# BENCH_LOG_DIR keeps each server's log, BENCH_PPROF_DIR a CPU profile of
+# each Go server's run, BENCH_DEBUG=1 prints perfdhcp's output.
 # --servers narrows a run (e.g. when profiling); docs are only written when
 # all three ran.
 # Writes the table into the "## DHCP throughput" section of docs/benchmarks.md.
@@ -22,6 +25,7 @@ ROUNDS=1
 WRITE_DOCS=1
 SERVER_LIST="vm-dhcp-agent coredhcp-file kea"
 AVALANCHE=1
+PIN=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --rates) RATES="$2"; shift 2 ;;
@@ -29,6 +33,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) ROUNDS="$2"; shift 2 ;;
     --servers) SERVER_LIST="$2"; shift 2 ;;
     --no-avalanche) AVALANCHE=0; WRITE_DOCS=0; shift ;;
+    --no-pin) PIN=0; shift ;;
     --no-docs) WRITE_DOCS=0; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -47,6 +52,7 @@ SRV_IF="bs$ID"; CLI_IF="bc$ID"
 SERVER_IP=10.250.0.1; CLIENT_IP=10.250.0.2; PREFIX=16
 N=4096
 SERVER_PID=""
+CURRENT=""
 
 cleanup() {
   stop_server
@@ -65,6 +71,10 @@ stop_server() {
     kill -9 "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
+    if [[ -n "${BENCH_LOG_DIR:-}" ]]; then
+      mkdir -p "$BENCH_LOG_DIR"
+      cp "$WORK/server.log" "$BENCH_LOG_DIR/$CURRENT-$(date +%s%N).log"
+    fi
   fi
 }
 
@@ -144,22 +154,28 @@ ip -n "$SRV_NS" addr add "$SERVER_IP/$PREFIX" dev "$SRV_IF"; ip -n "$SRV_NS" lin
 ip -n "$CLI_NS" addr add "$CLIENT_IP/$PREFIX" dev "$CLI_IF"; ip -n "$CLI_NS" link set "$CLI_IF" up
 sleep 1
 
-CURRENT=""
 PPROF_FLAG=""
 [[ -z "${BENCH_PPROF_DIR:-}" ]] || PPROF_FLAG="--pprof"
+# With --pin (default on 2+ cores) every server runs on CPU 0 and perfdhcp
+# on CPU 1, so the scheduler never makes them take turns on one core: that
+# turn-taking, not the servers, decided most drops at saturation.
+SRV_PIN=""; CLI_PIN=""
+if [[ $PIN -eq 1 && $(nproc) -ge 2 ]]; then
+  SRV_PIN="taskset -c 0"; CLI_PIN="taskset -c 1"
+fi
 start_server() { # name
   CURRENT="$1"
   case "$1" in
     vm-dhcp-agent)
-      ip netns exec "$SRV_NS" env ${AGENT_ENV:-} "$WORK/vm-dhcp-agent" -c "$WORK/agent.yaml" --loglevel error --nocolors --health-addr 127.0.0.1:18080 $PPROF_FLAG \
+      ip netns exec "$SRV_NS" $SRV_PIN env ${BENCH_GO_ENV:-} "$WORK/vm-dhcp-agent" -c "$WORK/agent.yaml" --loglevel error --nocolors --health-addr 127.0.0.1:18080 $PPROF_FLAG \
         >"$WORK/server.log" 2>&1 & ;;
     coredhcp-file)
-      ip netns exec "$SRV_NS" "$WORK/vm-dhcp-agent" -c "$WORK/file.yaml" --loglevel error --nocolors --health-addr 127.0.0.1:18080 $PPROF_FLAG \
+      ip netns exec "$SRV_NS" $SRV_PIN env ${BENCH_GO_ENV:-} "$WORK/vm-dhcp-agent" -c "$WORK/file.yaml" --loglevel error --nocolors --health-addr 127.0.0.1:18080 $PPROF_FLAG \
         >"$WORK/server.log" 2>&1 & ;;
     kea)
       mkdir -p "$WORK/kea-run"
       KEA_PIDFILE_DIR="$WORK/kea-run" KEA_LOCKFILE_DIR="$WORK/kea-run" \
-        ip netns exec "$SRV_NS" kea-dhcp4 -c "$WORK/kea.json" >"$WORK/server.log" 2>&1 & ;;
+        ip netns exec "$SRV_NS" $SRV_PIN kea-dhcp4 -c "$WORK/kea.json" >"$WORK/server.log" 2>&1 & ;;
   esac
   SERVER_PID=$!
   # Ready when one known client gets an OFFER (bounded: 30 tries). The
@@ -191,7 +207,7 @@ run_rate() { # rate -> "rate acks drops% avg_ms"
       "http://127.0.0.1:18080/debug/pprof/profile?seconds=$((PERIOD - 2))" &
     prof=$!
   fi
-  out="$(ip netns exec "$CLI_NS" timeout $((PERIOD + 30)) perfdhcp -4 -l "$CLI_IF" -r "$1" -p "$PERIOD" -W 1000000 \
+  out="$(ip netns exec "$CLI_NS" $CLI_PIN timeout $((PERIOD + 30)) perfdhcp -4 -l "$CLI_IF" -r "$1" -p "$PERIOD" -W 1000000 \
     -M "$WORK/macs.txt" "$SERVER_IP" 2>&1 || true)"
   [[ -z "$prof" ]] || wait "$prof" || true
   [[ -n "${BENCH_DEBUG:-}" ]] && echo "$out" >&2
@@ -211,7 +227,7 @@ print("%.0f %d %.1f %s" % (float(rate.group(1)) if rate else 0, acks, drops, avg
 run_avalanche() { # -> "wall_seconds rate acks retransmissions"
   local t0 t1 out
   t0=$(date +%s.%N)
-  out="$(ip netns exec "$CLI_NS" timeout 120 perfdhcp -4 -l "$CLI_IF" --scenario avalanche -R "$N" -W 1000000 \
+  out="$(ip netns exec "$CLI_NS" $CLI_PIN timeout 120 perfdhcp -4 -l "$CLI_IF" --scenario avalanche -R "$N" -W 1000000 \
     -M "$WORK/macs.txt" "$SERVER_IP" 2>&1 || true)"
   t1=$(date +%s.%N)
   [[ -n "${BENCH_DEBUG:-}" ]] && echo "$out" >&2
@@ -231,6 +247,15 @@ read -r -a SERVERS <<<"$SERVER_LIST"
 [[ ${#SERVERS[@]} -eq 3 ]] || WRITE_DOCS=0
 RESULTS="$WORK/results.txt" # server kind round values...
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+# Warm-up, not recorded: the first run after the namespaces are made was
+# slower for whichever server came first (kernel and page-cache warm-up).
+for s in "${SERVERS[@]}"; do
+  start_server "$s"
+  PERIOD_SAVED=$PERIOD; PERIOD=3
+  run_rate 2000 >/dev/null
+  PERIOD=$PERIOD_SAVED
+  stop_server
+done
 for round in $(seq "$ROUNDS"); do
   # Rotate the order every round so no server always runs right after
   # another one's saturation run.
@@ -258,42 +283,49 @@ LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- table (one python run: interpreter start-up is slow on some hosts) ------
 TABLE="$WORK/table.md"
-python3 - "$RESULTS" "$N" "$PERIOD" "$ROUNDS" "$(nproc)" "$(uname -r)" "$LOAD_BEFORE" "$LOAD_AFTER" "$RATES" >"$TABLE" <<'PY'
+python3 - "$RESULTS" "$N" "$PERIOD" "$ROUNDS" "$(nproc)" "$(uname -r)" "$LOAD_BEFORE" "$LOAD_AFTER" "$RATES" "${SRV_PIN:+pinned}" >"$TABLE" <<'PY'
 import sys, time
 from collections import defaultdict
-path, n, period, rounds, cores, kernel, load0, load1, rates = sys.argv[1:]
+path, n, period, rounds, cores, kernel, load0, load1, rates, pinned = sys.argv[1:]
 rates = rates.split()
 res = defaultdict(list)
 for line in open(path):
     f = line.split()
     res[(f[0], f[1])].append(f[3:])
-def mean(xs):
-    return sum(xs) / len(xs) if xs else 0.0
+def median(xs):
+    # The median: on a shared 2-core host one disturbed round should not
+    # move the figure; every round's value is printed next to it.
+    xs = sorted(xs)
+    if not xs:
+        return 0.0
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
 servers = ["vm-dhcp-agent", "coredhcp-file", "kea"]
 print(f"Run {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())} on {cores} cores ({kernel}), servers and perfdhcp on the same "
       f"machine; load average {load0} before, {load1} after (other work on the host counts in).")
+pin = ("each server pinned to CPU 0 and perfdhcp to CPU 1 (taskset)" if pinned else "not pinned to CPUs")
 print(f"{n} static leases, perfdhcp as a relay, {period} s per rate, {rounds} round(s), servers alternated (order rotated "
-      "each round), logging at error level. Figures are means over the rounds; ACK/s is perfdhcp's \"Rate\" "
+      f"each round) after one unrecorded warm-up run each, {pin}, logging at error level. Figures are medians over the rounds; ACK/s is perfdhcp's \"Rate\" "
       f"(4-way exchanges/s, divided by period + 1 s exit wait: a perfect run at r/s prints about r*{period}/{int(period)+1}).")
 print()
 print("| offered/s | vm-dhcp-agent ACK/s | CoreDHCP file ACK/s | Kea ACK/s | agent vs file | drops agent / file / Kea | avg REQUEST-ACK ms agent / file / Kea | per-round agent / file ACK/s |")
 print("|---:|---:|---:|---:|---:|---|---|---|")
 for r in rates:
-    ack = {s: mean([float(v[0]) for v in res[(s, r)]]) for s in servers}
-    drops = " / ".join("%.1f %%" % mean([float(v[2]) for v in res[(s, r)]]) for s in servers)
-    delay = " / ".join("%.2f" % mean([float(v[3]) for v in res[(s, r)] if v[3] != "-"]) for s in servers)
+    ack = {s: median([float(v[0]) for v in res[(s, r)]]) for s in servers}
+    drops = " / ".join("%.1f %%" % median([float(v[2]) for v in res[(s, r)]]) for s in servers)
+    delay = " / ".join("%.2f" % median([float(v[3]) for v in res[(s, r)] if v[3] != "-"]) for s in servers)
     rel = "%+.1f %%" % (100 * (ack["vm-dhcp-agent"] - ack["coredhcp-file"]) / ack["coredhcp-file"]) if ack["coredhcp-file"] else "-"
     per = ", ".join("%s/%s" % (a[0], b[0]) for a, b in zip(res[("vm-dhcp-agent", r)], res[("coredhcp-file", r)]))
     print(f"| {r} | {ack['vm-dhcp-agent']:.0f} | {ack['coredhcp-file']:.0f} | {ack['kea']:.0f} | {rel} | {drops} | {delay} | {per} |")
 print()
-print(f"Avalanche (`--scenario avalanche -R {n}`: every client at once, perfdhcp retransmits until all are bound), means over the rounds:")
+print(f"Avalanche (`--scenario avalanche -R {n}`: every client at once, perfdhcp retransmits until all are bound), medians over the rounds:")
 print()
 print("| server | wall time (s) | perfdhcp rate | ACKs received | retransmissions |")
 print("|---|---:|---:|---:|---:|")
 for s in servers:
     v = res[(s, "avalanche")]
-    print("| %s | %.1f | %.0f | %.0f | %.0f |" % (s, mean([float(x[0]) for x in v]), mean([float(x[1]) for x in v]),
-                                             mean([float(x[2]) for x in v]), mean([float(x[3]) for x in v])))
+    print("| %s | %.1f | %.0f | %.0f | %.0f |" % (s, median([float(x[0]) for x in v]), median([float(x[1]) for x in v]),
+                                             median([float(x[2]) for x in v]), median([float(x[3]) for x in v])))
 PY
 cat "$TABLE"
 
