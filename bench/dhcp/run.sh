@@ -9,23 +9,24 @@
 # (server and client joined by a veth pair); perfdhcp acts as a relay, so the
 # client namespace holds an address of the served subnet.
 #
-# Usage (root): bench/dhcp/run.sh [--rates "1000 4000 8000 16000"] [--period 10]
-#               [--rounds 1] [--servers "vm-dhcp-agent coredhcp-file kea"] [--no-avalanche] [--no-docs]
+# Usage (root): bench/dhcp/run.sh [--rates "1000 4000 6000 8000 10000"] [--period 10]
+#               [--rounds 1] [--servers "vm-dhcp-agent coredhcp-file kea"] [--no-avalanche] [--no-pin] [--server-cpu 50] [--no-docs]
 # Debugging: BENCH_GO_ENV="GODEBUG=gctrace=1" is set for the two Go servers,
-# BENCH_LOG_DIR keeps each server's log, BENCH_PPROF_DIR a CPU profile of
+# BENCH_LOG_DIR keeps each server's log, BENCH_AGENT_BIN runs a prebuilt agent, BENCH_PPROF_DIR a CPU profile of
 # each Go server's run, BENCH_DEBUG=1 prints perfdhcp's output.
 # --servers narrows a run (e.g. when profiling); docs are only written when
 # all three ran.
 # Writes the table into the "## DHCP throughput" section of docs/benchmarks.md.
 set -euo pipefail
 
-RATES="1000 4000 8000 16000"
+RATES="1000 4000 6000 8000 10000"
 PERIOD=10
 ROUNDS=1
 WRITE_DOCS=1
 SERVER_LIST="vm-dhcp-agent coredhcp-file kea"
 AVALANCHE=1
 PIN=1
+SERVER_CPU=50
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --rates) RATES="$2"; shift 2 ;;
@@ -34,6 +35,7 @@ while [[ $# -gt 0 ]]; do
     --servers) SERVER_LIST="$2"; shift 2 ;;
     --no-avalanche) AVALANCHE=0; WRITE_DOCS=0; shift ;;
     --no-pin) PIN=0; shift ;;
+    --server-cpu) SERVER_CPU="$2"; shift 2 ;;
     --no-docs) WRITE_DOCS=0; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -60,9 +62,32 @@ cleanup() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
+  [[ -z "${CGROUP:-}" ]] || rmdir "$CGROUP" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
+
+# --server-cpu P (default 50) caps every server at P % of one core with a
+# CPU cgroup (quota per 10 ms). Without a cap the servers need less CPU per
+# exchange than perfdhcp does (measured: 60-90 µs vs ~95-130 µs), so on two
+# cores perfdhcp saturates first and a "saturation" figure measures the
+# client. With the cap the servers saturate well below the client's limit.
+CGROUP=""
+if [[ $SERVER_CPU -gt 0 ]]; then
+  if [[ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]]; then
+    CGROUP="/sys/fs/cgroup/cpu/vmdhcp-bench-$ID"
+    mkdir "$CGROUP"
+    echo 10000 >"$CGROUP/cpu.cfs_period_us"
+    echo $((SERVER_CPU * 100)) >"$CGROUP/cpu.cfs_quota_us"
+  elif grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+    CGROUP="/sys/fs/cgroup/vmdhcp-bench-$ID"
+    mkdir "$CGROUP"
+    echo "$((SERVER_CPU * 100)) 10000" >"$CGROUP/cpu.max"
+  else
+    echo "no CPU cgroup controller here: run with --server-cpu 0" >&2; exit 1
+  fi
+fi
 
 stop_server() {
   if [[ -n "$SERVER_PID" ]]; then
@@ -78,8 +103,13 @@ stop_server() {
   fi
 }
 
-echo "building vm-dhcp-agent (CGO_ENABLED=0)..." >&2
-(cd "$ROOT" && CGO_ENABLED=0 go build -o "$WORK/vm-dhcp-agent" ./coredhcp-build)
+if [[ -n "${BENCH_AGENT_BIN:-}" ]]; then
+  # A prebuilt agent, e.g. to compare two builds of it.
+  cp "$BENCH_AGENT_BIN" "$WORK/vm-dhcp-agent"
+else
+  echo "building vm-dhcp-agent (CGO_ENABLED=0)..." >&2
+  (cd "$ROOT" && CGO_ENABLED=0 go build -o "$WORK/vm-dhcp-agent" ./coredhcp-build)
+fi
 
 # --- the 4,096 leases, in each server's format -------------------------------
 python3 - "$WORK" "$N" <<'PY'
@@ -178,6 +208,8 @@ start_server() { # name
         ip netns exec "$SRV_NS" $SRV_PIN kea-dhcp4 -c "$WORK/kea.json" >"$WORK/server.log" 2>&1 & ;;
   esac
   SERVER_PID=$!
+  # ip netns exec, taskset and env exec the server: same PID.
+  [[ -z "$CGROUP" ]] || echo "$SERVER_PID" >"$CGROUP/cgroup.procs"
   # Ready when one known client gets an OFFER (bounded: 30 tries). The
   # output is captured first: grep -q on a pipe would kill perfdhcp with
   # SIGPIPE and fail the pipeline under pipefail.
@@ -195,8 +227,13 @@ start_server() { # name
 
 # perfdhcp prints per exchange "sent packets", "received packets", "drops
 # ratio", and "Rate: X 4-way exchanges/second".
-run_rate() { # rate -> "rate acks drops% avg_ms"
-  local out
+# cpu_ticks: user+system clock ticks the server process has used so far.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"
+}
+
+run_rate() { # rate -> "rate acks drops% avg_ms server_cpu_us_per_exchange perfdhcp_cpu_us_per_exchange"
+  local out t0 t1
   # perfdhcp exits non-zero when packets were dropped: that is a result here.
   local prof=""
   if [[ -n "${BENCH_PPROF_DIR:-}" && "$CURRENT" != kea ]]; then
@@ -207,8 +244,12 @@ run_rate() { # rate -> "rate acks drops% avg_ms"
       "http://127.0.0.1:18080/debug/pprof/profile?seconds=$((PERIOD - 2))" &
     prof=$!
   fi
-  out="$(ip netns exec "$CLI_NS" $CLI_PIN timeout $((PERIOD + 30)) perfdhcp -4 -l "$CLI_IF" -r "$1" -p "$PERIOD" -W 1000000 \
-    -M "$WORK/macs.txt" "$SERVER_IP" 2>&1 || true)"
+  t0=$(cpu_ticks)
+  # bash's time keyword reports perfdhcp's own CPU: when it nears the
+  # period, the client, not the server, is what limits the rate.
+  out="$(TIMEFORMAT='CLIENT_CPU %U %S'; { time ip netns exec "$CLI_NS" $CLI_PIN timeout $((PERIOD + 30)) perfdhcp -4 -l "$CLI_IF" \
+    -r "$1" -p "$PERIOD" -W 1000000 -M "$WORK/macs.txt" "$SERVER_IP" 2>&1 || true; } 2>&1)"
+  t1=$(cpu_ticks)
   [[ -z "$prof" ]] || wait "$prof" || true
   [[ -n "${BENCH_DEBUG:-}" ]] && echo "$out" >&2
   python3 -c '
@@ -221,7 +262,13 @@ avg = re.findall(r"avg delay: ([0-9.]+) ms", out)
 acks = int(recv[1]) if len(recv) > 1 else 0
 disc = int(sent[0]) if sent else 0
 drops = 100.0 * (disc - acks) / disc if disc else 100.0
-print("%.0f %d %.1f %s" % (float(rate.group(1)) if rate else 0, acks, drops, avg[1] if len(avg) > 1 else "-"))' <<<"$out"
+# Server CPU per ACK in microseconds (process user + system time; the
+# softirq work of the kernel is counted only where it ran in the process).
+ticks, hz = int(sys.argv[2]) - int(sys.argv[1]), int(sys.argv[3])
+cpu = "%.1f" % (1e6 * ticks / hz / acks) if acks else "-"
+client = re.search(r"CLIENT_CPU ([0-9.]+) ([0-9.]+)", out)
+ccpu = "%.1f" % (1e6 * (float(client.group(1)) + float(client.group(2))) / acks) if client and acks else "-"
+print("%.0f %d %.1f %s %s %s" % (float(rate.group(1)) if rate else 0, acks, drops, avg[1] if len(avg) > 1 else "-", cpu, ccpu))' "$t0" "$t1" "$(getconf CLK_TCK)" <<<"$out"
 }
 
 run_avalanche() { # -> "wall_seconds rate acks retransmissions"
@@ -283,10 +330,10 @@ LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- table (one python run: interpreter start-up is slow on some hosts) ------
 TABLE="$WORK/table.md"
-python3 - "$RESULTS" "$N" "$PERIOD" "$ROUNDS" "$(nproc)" "$(uname -r)" "$LOAD_BEFORE" "$LOAD_AFTER" "$RATES" "${SRV_PIN:+pinned}" >"$TABLE" <<'PY'
+python3 - "$RESULTS" "$N" "$PERIOD" "$ROUNDS" "$(nproc)" "$(uname -r)" "$LOAD_BEFORE" "$LOAD_AFTER" "$RATES" "${SRV_PIN:+pinned}" "$SERVER_CPU" >"$TABLE" <<'PY'
 import sys, time
 from collections import defaultdict
-path, n, period, rounds, cores, kernel, load0, load1, rates, pinned = sys.argv[1:]
+path, n, period, rounds, cores, kernel, load0, load1, rates, pinned, servercpu = sys.argv[1:]
 rates = rates.split()
 res = defaultdict(list)
 for line in open(path):
@@ -304,19 +351,22 @@ servers = ["vm-dhcp-agent", "coredhcp-file", "kea"]
 print(f"Run {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())} on {cores} cores ({kernel}), servers and perfdhcp on the same "
       f"machine; load average {load0} before, {load1} after (other work on the host counts in).")
 pin = ("each server pinned to CPU 0 and perfdhcp to CPU 1 (taskset)" if pinned else "not pinned to CPUs")
+cap = (f"each server capped at {servercpu} % of one core (CPU cgroup) so that it, not perfdhcp, saturates first"
+       if servercpu != "0" else "servers not capped (perfdhcp may saturate before them)")
 print(f"{n} static leases, perfdhcp as a relay, {period} s per rate, {rounds} round(s), servers alternated (order rotated "
-      f"each round) after one unrecorded warm-up run each, {pin}, logging at error level. Figures are medians over the rounds; ACK/s is perfdhcp's \"Rate\" "
+      f"each round) after one unrecorded warm-up run each, {pin}, {cap}, logging at error level. Figures are medians over the rounds; ACK/s is perfdhcp's \"Rate\" "
       f"(4-way exchanges/s, divided by period + 1 s exit wait: a perfect run at r/s prints about r*{period}/{int(period)+1}).")
 print()
-print("| offered/s | vm-dhcp-agent ACK/s | CoreDHCP file ACK/s | Kea ACK/s | agent vs file | drops agent / file / Kea | avg REQUEST-ACK ms agent / file / Kea | per-round agent / file ACK/s |")
-print("|---:|---:|---:|---:|---:|---|---|---|")
+print("| offered/s | vm-dhcp-agent ACK/s | CoreDHCP file ACK/s | Kea ACK/s | agent vs file | drops agent / file / Kea | avg REQUEST-ACK ms agent / file / Kea | server CPU µs per exchange agent / file / Kea | per-round agent / file ACK/s |")
+print("|---:|---:|---:|---:|---:|---|---|---|---|")
 for r in rates:
     ack = {s: median([float(v[0]) for v in res[(s, r)]]) for s in servers}
     drops = " / ".join("%.1f %%" % median([float(v[2]) for v in res[(s, r)]]) for s in servers)
     delay = " / ".join("%.2f" % median([float(v[3]) for v in res[(s, r)] if v[3] != "-"]) for s in servers)
+    cpu = " / ".join("%.1f" % median([float(v[4]) for v in res[(s, r)] if len(v) > 4 and v[4] != "-"]) for s in servers)
     rel = "%+.1f %%" % (100 * (ack["vm-dhcp-agent"] - ack["coredhcp-file"]) / ack["coredhcp-file"]) if ack["coredhcp-file"] else "-"
     per = ", ".join("%s/%s" % (a[0], b[0]) for a, b in zip(res[("vm-dhcp-agent", r)], res[("coredhcp-file", r)]))
-    print(f"| {r} | {ack['vm-dhcp-agent']:.0f} | {ack['coredhcp-file']:.0f} | {ack['kea']:.0f} | {rel} | {drops} | {delay} | {per} |")
+    print(f"| {r} | {ack['vm-dhcp-agent']:.0f} | {ack['coredhcp-file']:.0f} | {ack['kea']:.0f} | {rel} | {drops} | {delay} | {cpu} | {per} |")
 print()
 print(f"Avalanche (`--scenario avalanche -R {n}`: every client at once, perfdhcp retransmits until all are bound), medians over the rounds:")
 print()

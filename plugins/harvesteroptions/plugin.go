@@ -145,8 +145,16 @@ func (o *Options) Handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 	// Raw option 55: one byte per code, looked up without decoding.
 	prl := req.Options.Get(dhcpv4.OptionParameterRequestList)
 	inform := wire.MessageType(req.Options) == dhcpv4.MessageTypeInform
-	if resp.Options == nil {
-		resp.Options = dhcpv4.Options{}
+	if n := len(resp.Options) + len(e.opts); resp.Options == nil || (len(resp.Options) <= smallMap && n > smallMap) {
+		// A Go map holds 8 entries before it turns into a hash table,
+		// and a reply (type, server ID, client ID, ours) usually ends
+		// up just past that: growing it in place rehashed every entry
+		// and was the largest cost of this handler. Size it once.
+		sized := make(dhcpv4.Options, n)
+		for code, v := range resp.Options {
+			sized[code] = v
+		}
+		resp.Options = sized
 	}
 	// One backing array per reply: the encoded values stay read-only and
 	// are never handed out, so nothing downstream can change them.
@@ -164,6 +172,9 @@ func (o *Options) Handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 	}
 	return resp, false
 }
+
+// smallMap is how many entries a Go map keeps in its single inline group.
+const smallMap = 8
 
 // encodedOption is one option's wire value.
 type encodedOption struct {

@@ -65,7 +65,12 @@ func BenchmarkChain(b *testing.B) {
 		for _, mt := range []dhcpv4.MessageType{dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest} {
 			reqs := make([]*dhcpv4.DHCPv4, len(macs))
 			for i, hw := range macs {
-				reqs[i] = dhcptest.Packet(mt, hw, dhcpv4.WithClientIP(pool.Leases[string(hw)].AsSlice()))
+				// As perfdhcp and most clients send: a client identifier
+				// (copied into the reply) and a parameter request list.
+				reqs[i] = dhcptest.Packet(mt, hw, dhcpv4.WithClientIP(pool.Leases[string(hw)].AsSlice()),
+					dhcpv4.WithOption(dhcpv4.OptClientIdentifier(append([]byte{1}, hw...))),
+					dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
+						dhcpv4.OptionDomainName, dhcpv4.OptionBroadcastAddress, dhcpv4.OptionHostName))
 			}
 			b.Run(c.name+"/"+mt.String(), func(b *testing.B) {
 				b.ReportAllocs()
