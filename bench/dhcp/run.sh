@@ -83,6 +83,7 @@ if [[ $SERVER_CPU -gt 0 ]]; then
     echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
     CGROUP="/sys/fs/cgroup/vmdhcp-bench-$ID"
     mkdir "$CGROUP"
+    [[ -f "$CGROUP/cpu.max" ]] || { echo "cpu controller not enabled for $CGROUP: run with --server-cpu 0" >&2; exit 1; }
     echo "$((SERVER_CPU * 100)) 10000" >"$CGROUP/cpu.max"
   else
     echo "no CPU cgroup controller here: run with --server-cpu 0" >&2; exit 1
