@@ -42,8 +42,12 @@ test: ## Install what is missing, then run every test (unit, envtest, DHCP e2e, 
 	@hack/test.sh
 
 .PHONY: bench
-bench: ## Go benchmarks (IPAM, allocation throughput).
-	go test -run '^$$' -bench . -benchmem ./controller/...
+bench: ## Go benchmarks (IPAM, allocation throughput, the agent's plugin chain).
+	go test -run '^$$' -bench . -benchmem ./controller/... ./plugins/...
+
+.PHONY: bench-dhcp
+bench-dhcp: ## perfdhcp against the agent, CoreDHCP's file plugin and Kea (root, ~12 min; writes docs/benchmarks.md).
+	bench/dhcp/run.sh --rounds 3
 
 .PHONY: demo
 demo: ## Local control plane, controller, webhook, an agent and a real DHCP client.
