@@ -233,8 +233,8 @@ cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"
 }
 
-run_rate() { # rate -> "rate acks drops% avg_ms server_cpu_us_per_exchange perfdhcp_cpu_us_per_exchange"
-  local out t0 t1
+run_rate() { # rate [seconds] -> "rate acks drops% avg_ms server_cpu_us_per_exchange perfdhcp_cpu_us_per_exchange"
+  local out t0 t1 period="${2:-$PERIOD}"
   # perfdhcp exits non-zero when packets were dropped: that is a result here.
   local prof=""
   if [[ -n "${BENCH_PPROF_DIR:-}" && "$CURRENT" != kea ]]; then
@@ -242,14 +242,14 @@ run_rate() { # rate -> "rate acks drops% avg_ms server_cpu_us_per_exchange perfd
     # with --pprof when BENCH_PPROF_DIR is set).
     mkdir -p "$BENCH_PPROF_DIR"
     ip netns exec "$SRV_NS" curl -s -o "$BENCH_PPROF_DIR/$CURRENT-$1-$(date +%s).pprof" \
-      "http://127.0.0.1:18080/debug/pprof/profile?seconds=$((PERIOD - 2))" &
+      "http://127.0.0.1:18080/debug/pprof/profile?seconds=$((period - 2))" &
     prof=$!
   fi
   t0=$(cpu_ticks)
   # bash's time keyword reports perfdhcp's own CPU: when it nears the
   # period, the client, not the server, is what limits the rate.
-  out="$(TIMEFORMAT='CLIENT_CPU %U %S'; { time ip netns exec "$CLI_NS" $CLI_PIN timeout $((PERIOD + 30)) perfdhcp -4 -l "$CLI_IF" \
-    -r "$1" -p "$PERIOD" -W 1000000 -M "$WORK/macs.txt" "$SERVER_IP" 2>&1 || true; } 2>&1)"
+  out="$(TIMEFORMAT='CLIENT_CPU %U %S'; { time ip netns exec "$CLI_NS" $CLI_PIN timeout $((period + 30)) perfdhcp -4 -l "$CLI_IF" \
+    -r "$1" -p "$period" -W 1000000 -M "$WORK/macs.txt" "$SERVER_IP" 2>&1 || true; } 2>&1)"
   t1=$(cpu_ticks)
   [[ -z "$prof" ]] || wait "$prof" || true
   [[ -n "${BENCH_DEBUG:-}" ]] && echo "$out" >&2
@@ -299,9 +299,7 @@ LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 # slower for whichever server came first (kernel and page-cache warm-up).
 for s in "${SERVERS[@]}"; do
   start_server "$s"
-  PERIOD_SAVED=$PERIOD; PERIOD=3
-  run_rate 2000 >/dev/null
-  PERIOD=$PERIOD_SAVED
+  run_rate 2000 3 >/dev/null
   stop_server
 done
 for round in $(seq "$ROUNDS"); do
