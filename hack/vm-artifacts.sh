@@ -34,14 +34,20 @@ current() {
   return 1
 }
 
-# The versioned kernel package behind the meta package, e.g.
+# resolve: the versioned kernel package behind the meta package, e.g.
 # linux-image-6.1.0-57-cloud-amd64, and its candidate version.
-kpkg="$(apt-cache depends "$KERNEL_META" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ {print $2; exit}')" || true
-kver=""
-[ -n "$kpkg" ] && kver="$(apt-cache policy "$kpkg" 2>/dev/null | awk '$1 == "Candidate:" {print $2; exit}')"
-if [ -z "$kpkg" ] || [ -z "$kver" ] || [ "$kver" = "(none)" ]; then
+kpkg="" kver=""
+resolve() {
+  kpkg="$(apt-cache depends "$KERNEL_META" 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-/ {print $2; exit}')" || true
+  kver=""
+  [ -n "$kpkg" ] && kver="$(apt-cache policy "$kpkg" 2>/dev/null | awk '$1 == "Candidate:" {print $2; exit}')"
+  [ -n "$kpkg" ] && [ -n "$kver" ] && [ "$kver" != "(none)" ]
+}
+if ! resolve; then
   current && exit 0
-  die "cannot resolve $KERNEL_META (run apt-get update first)"
+  # A fresh machine may have no package lists yet.
+  [ "$(id -u)" = 0 ] && apt-get update -qq >&2 || true
+  resolve || die "cannot resolve $KERNEL_META (no apt package lists? run apt-get update)"
 fi
 
 dir="$ROOT/${kpkg}_${kver//[:~]/_}"

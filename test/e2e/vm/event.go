@@ -45,16 +45,18 @@ type Event struct {
 }
 
 func (e Event) String() string {
-	switch e.Kind {
-	case Bound, Renew:
+	switch {
+	case e.Kind == Bound || e.Kind == Renew || e.Addr.IsValid():
 		dns := make([]string, len(e.DNS))
 		for i, d := range e.DNS {
 			dns[i] = d.String()
 		}
 		return fmt.Sprintf("#%d %s %s router %s dns %s mtu %d lease %s from %s (guest uptime %s)",
 			e.Seq, e.Kind, e.Addr, e.Router, strings.Join(dns, ","), e.MTU, e.LeaseTime, e.ServerID, e.GuestUptime)
+	case strings.Contains(e.Line, marker):
+		return fmt.Sprintf("#%d %s", e.Seq, e.Line[strings.Index(e.Line, marker)+len(marker):])
 	default:
-		return fmt.Sprintf("#%d %s", e.Seq, strings.TrimSpace(e.Line[strings.Index(e.Line, marker)+len(marker):]))
+		return fmt.Sprintf("#%d %s", e.Seq, e.Kind)
 	}
 }
 
