@@ -17,6 +17,16 @@
 // The values of bound and renew are read back from the guest (its address,
 // default route, resolv.conf and interface MTU), not echoed from the offer.
 //
+// Renewal timing, as busybox 1.35 (Debian 12) does it: udhcpc raises a
+// lease under 30 s to 30 s and renews at half of it. Under TCG its unicast
+// RENEW usually loses a race: udhcpc 1.35 opens its listening socket only
+// after sending the request, and the agent's ACK arrives first (the guest
+// counts it in Udp NoPorts; later busybox opens the socket first). Two
+// seconds later udhcpc rebinds by broadcast, which the agent answers: the
+// renew event then comes about T1 + 2 s, which is still a renewal of the
+// same lease from the same server. Expect renew events between T1 and the
+// lease's end.
+//
 // The kernel, busybox and modules come from hack/vm-artifacts.sh (Debian
 // packages, unpacked into $HOME/.cache/vm-dhcp/vm/current). QEMU gets no
 // network but the tap: no user-mode networking, nothing reaches the host.
@@ -65,6 +75,9 @@ type Options struct {
 	// ConsoleLog, when set, is a file that receives the whole serial
 	// console (kernel, init and DHCP lines) as the VM prints it.
 	ConsoleLog string
+	// Console, when set, also receives every console line (with its
+	// newline) as it arrives, e.g. to show the boot in a demo.
+	Console io.Writer
 	// Artifacts is the folder of hack/vm-artifacts.sh; "" is DefaultArtifacts().
 	Artifacts string
 	// MemoryMiB is the guest's memory; 0 is 256.
@@ -167,7 +180,10 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		}
 	}
 
-	appendLine := "console=ttyS0 quiet panic=-1"
+	// clocksource=hpet: under TCG on a busy host the TSC calibrates wrong
+	// and the guest's clock (so its lease timers) ran 3x too fast; the
+	// emulated HPET follows the host's clock.
+	appendLine := "console=ttyS0 quiet panic=-1 clocksource=hpet"
 	if o.RenewEvery > 0 {
 		appendLine += fmt.Sprintf(" vmdhcp.renew=%d", max(1, int(o.RenewEvery.Round(time.Second)/time.Second)))
 	}
@@ -247,6 +263,9 @@ func (v *VM) readConsole(r io.Reader, logf *os.File) {
 		line := strings.TrimRight(sc.Text(), "\r")
 		if logf != nil {
 			fmt.Fprintln(logf, line)
+		}
+		if v.opts.Console != nil {
+			fmt.Fprintln(v.opts.Console, line)
 		}
 		if ev, ok := parseLine(line); ok {
 			v.mu.Lock()

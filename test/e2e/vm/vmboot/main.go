@@ -13,6 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -40,6 +41,7 @@ func run() error {
 	flag.StringVar(&o.Netns, "netns", "", "network namespace of the bridge or tap (default: this one)")
 	flag.DurationVar(&o.RenewEvery, "renew", 0, "renew the lease on this period (default: at half the lease time)")
 	flag.StringVar(&o.ConsoleLog, "console", filepath.Join(os.TempDir(), fmt.Sprintf("vmdhcp-vm-%d.console", os.Getpid())), "file for the whole serial console")
+	all := flag.Bool("all", false, "print every console line (kernel and udhcpc too), not only the DHCP events")
 	flag.StringVar(&until, "until", "", "exit after this event: bound or renew (default: run until interrupted)")
 	flag.DurationVar(&timeout, "timeout", 0, "give up after this long (default: no limit)")
 	flag.Parse()
@@ -47,6 +49,9 @@ func run() error {
 		return fmt.Errorf("--until must be bound or renew, not %q", until)
 	}
 
+	if *all {
+		o.Console = prefixWriter{os.Stdout}
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	if timeout > 0 {
@@ -71,7 +76,9 @@ func run() error {
 			return err
 		}
 		seen = ev.Seq
-		fmt.Printf("vm console [%6.2fs] %s\n", ev.GuestUptime.Seconds(), ev.Line[strings.Index(ev.Line, "VMDHCP "):])
+		if !*all {
+			fmt.Printf("vm console [%6.2fs] %s\n", ev.GuestUptime.Seconds(), ev.Line[strings.Index(ev.Line, "VMDHCP "):])
+		}
 		switch {
 		case ev.Kind == vm.Error:
 			return fmt.Errorf("guest init failed: %s", ev.Line)
@@ -94,4 +101,14 @@ func bootUptime(v *vm.VM) time.Duration {
 		}
 	}
 	return 0
+}
+
+// prefixWriter marks console lines apart from vmboot's own.
+type prefixWriter struct{ w io.Writer }
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	if _, err := fmt.Fprintf(p.w, "vm console | %s", b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
