@@ -344,6 +344,17 @@ func (r *IPPoolReconciler) removeAgentPods(ctx context.Context, pool *v1alpha1.I
 		return 0, err
 	}
 	var wait time.Duration
+	name := AgentPodName(pool)
+	if !slices.ContainsFunc(pods, func(p corev1.Pod) bool { return p.Name == name }) {
+		// Not in the cache (yet): a pod created just now must not be left behind.
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: r.Agent.Namespace, Name: name}}
+		if err := r.Delete(ctx, pod); err == nil {
+			r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, "AgentRemoved", "RemoveAgent", "deleting agent pod %s/%s: %s", pod.Namespace, name, why)
+			wait = time.Second
+		} else if !apierrors.IsNotFound(err) {
+			return 0, fmt.Errorf("delete agent pod %s/%s of ippool %s/%s: %w", pod.Namespace, name, pool.Namespace, pool.Name, err)
+		}
+	}
 	for i := range pods {
 		w, err := r.retirePod(ctx, pool, &pods[i], "AgentRemoved", why)
 		if err != nil {
@@ -360,8 +371,16 @@ func (r *IPPoolReconciler) removeAgentConfigs(ctx context.Context, pool *v1alpha
 	if err != nil {
 		return err
 	}
+	name := AgentConfigMapName(pool)
+	if !slices.ContainsFunc(cms, func(c corev1.ConfigMap) bool { return c.Name == name }) {
+		// Not in the cache (yet), maybe just created.
+		cms = append(cms, corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: r.Agent.Namespace, Name: name}})
+	}
 	for i := range cms {
-		if err := r.Delete(ctx, &cms[i]); err != nil && !apierrors.IsNotFound(err) {
+		if err := r.Delete(ctx, &cms[i]); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
 			return fmt.Errorf("remove agent config %s/%s of ippool %s/%s: %w", cms[i].Namespace, cms[i].Name, pool.Namespace, pool.Name, err)
 		}
 		r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, "AgentRemoved", "RemoveAgent",
