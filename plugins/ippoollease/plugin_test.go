@@ -118,8 +118,6 @@ func TestHandle(t *testing.T) {
 			req: dhcptest.Packet(dhcpv4.MessageTypeInform, dhcptest.Unknown, dhcpv4.WithClientIP(dhcptest.KnownIP)), unknown: 1},
 		{name: "release is accepted without reply",
 			req: dhcptest.Packet(dhcpv4.MessageTypeRelease, dhcptest.KnownMAC, dhcpv4.WithClientIP(dhcptest.KnownIP))},
-		{name: "decline is not answered",
-			req: dhcptest.Packet(dhcpv4.MessageTypeDecline, dhcptest.KnownMAC)},
 		{name: "relayed discover is answered like a direct one",
 			req:      dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.KnownMAC, dhcpv4.WithGatewayIP(relay)),
 			wantType: dhcpv4.MessageTypeOffer, wantIP: dhcptest.KnownIP},

@@ -60,7 +60,7 @@ func TestReplyFitsTheClientsMaximum(t *testing.T) {
 		{name: "option 57 above the link's MTU is bounded by the MTU", mtu: 1400,
 			mods: []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(9000))}, maxSize: 1400 - 28},
 		{name: "relayed, with relay agent information echoed", mtu: 1500,
-			mods: []dhcpv4.Modifier{dhcpv4.WithRequestedOptions(prl...), dhcpv4.WithGatewayIP(dhcptest.Router), dhcpv4.WithOption(relayInfo)},
+			mods:    []dhcpv4.Modifier{dhcpv4.WithRequestedOptions(prl...), dhcpv4.WithGatewayIP(dhcptest.Router), dhcpv4.WithOption(relayInfo)},
 			maxSize: 576 - 28},
 	}
 	for _, tc := range tests {
