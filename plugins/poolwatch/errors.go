@@ -31,25 +31,44 @@ type errorReporter struct {
 	log logr.Logger
 	now func() time.Time
 
-	mu      sync.Mutex
-	last    string    // message of the last error, "" when healthy
-	lastLog time.Time // when an error was last logged
+	mu sync.Mutex
+	// failing holds, per operation (list, watch: client-go alternates
+	// them while the API server is away), the last error and when it was
+	// logged; an operation that works is absent.
+	failing map[string]loggedError
+}
+
+type loggedError struct {
+	key string
+	at  time.Time
 }
 
 func (r *errorReporter) failed(op string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	msg := op + ": " + errorKey(err)
-	now := r.now()
-	if msg == r.last && now.Sub(r.lastLog) < repeatEvery {
+	key, now := errorKey(err), r.now()
+	if last, ok := r.failing[op]; ok && last.key == key && now.Sub(last.at) < repeatEvery {
 		return
 	}
-	r.last, r.lastLog = msg, now
+	if r.failing == nil {
+		r.failing = map[string]loggedError{}
+	}
+	r.failing[op] = loggedError{key: key, at: now}
 	kv := []any{}
 	if reason := apierrors.ReasonForError(err); reason != metav1.StatusReasonUnknown {
 		kv = append(kv, "reason", reason)
 	}
 	r.log.Error(err, "cannot "+op+" the IPPool on the API server; serving the last view (if any) and retrying", kv...)
+}
+
+func (r *errorReporter) ok(op string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.failing[op]; !ok {
+		return
+	}
+	delete(r.failing, op)
+	r.log.Info("the IPPool " + op + " works again")
 }
 
 // errorKey is what makes two errors the same one: a request's URL carries
@@ -60,16 +79,6 @@ func errorKey(err error) string {
 		return ue.Op + " " + ue.Err.Error()
 	}
 	return err.Error()
-}
-
-func (r *errorReporter) ok(op string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.last == "" {
-		return
-	}
-	r.last = ""
-	r.log.Info("the IPPool " + op + " works again")
 }
 
 // reporting wraps lw so that every failed list and watch, and every error
