@@ -151,9 +151,23 @@ func TestRenewAfterAddressLostIsNAKed(t *testing.T) {
 			naks, _ := strconv.Atoi(a.metric(t, "vmdhcp_agent_naks_total"))
 			moved := time.Now()
 			setAllocation(t, cp, ipp, ip, newMAC)
-			// NAKed at the next renewal, 8 s after the last one; the lease
-			// would have lasted 16 s.
-			waitFor(t, 12*time.Second, c+" still holds "+ip+" after its MAC lost it", func() bool { return !l.clientHolds(t, ip) })
+			switch c {
+			case "dhclient":
+				// NAKed at its next renewal, 8 s after the last one; the
+				// lease would have lasted 16 s.
+				waitFor(t, 12*time.Second, c+" still holds "+ip+" after its MAC lost it", func() bool { return !l.clientHolds(t, ip) })
+			case "udhcpc":
+				// udhcpc's unicast RENEW is not always heard in this
+				// setup (the same with the agent before issue 12); its
+				// broadcast REBIND at T2 = 14 s is. Either is NAKed, and
+				// udhcpc says so ("nak" event) before its lease ends; a
+				// silent server only ever lets the lease expire.
+				waitFor(t, 20*time.Second, "udhcpc reported no NAK", func() bool {
+					naked, _ := filepath.Glob(filepath.Join(events, "*-nak.env"))
+					return len(naked) > 0
+				})
+				waitFor(t, 3*time.Second, c+" still holds "+ip+" after its NAK", func() bool { return !l.clientHolds(t, ip) })
+			}
 			t.Logf("%s dropped %s %s after the move", c, ip, time.Since(moved).Round(100*time.Millisecond))
 			if n, _ := strconv.Atoi(a.metric(t, "vmdhcp_agent_naks_total")); n <= naks {
 				t.Errorf("vmdhcp_agent_naks_total %d -> %d: no NAK sent", naks, n)
@@ -161,11 +175,7 @@ func TestRenewAfterAddressLostIsNAKed(t *testing.T) {
 			if !a.logHas("NAK", oldMAC, ip) {
 				t.Errorf("no NAK line for %s %s in the agent's log", oldMAC, ip)
 			}
-			if c == "udhcpc" {
-				if naked, _ := filepath.Glob(filepath.Join(events, "*-nak.env")); len(naked) == 0 {
-					t.Errorf("udhcpc reported no NAK")
-				}
-			}
+
 		})
 	}
 }
