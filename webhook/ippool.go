@@ -213,7 +213,7 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 		}
 		checkHostIn(&es, field+".gateway", string(r.Gateway), cidr, cidrOK)
 	}
-	return es
+	return append(es, validateWireLimits(pool)...)
 }
 
 // validateIPPoolNetwork checks on create that the pool's network exists and

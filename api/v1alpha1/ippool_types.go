@@ -107,7 +107,9 @@ type IPv4Config struct {
 	NTP []string `json:"ntp,omitempty"`
 
 	// LeaseTime in seconds (option 51).
+	// Option 51 holds 32 bits, and 4294967295 means "infinite".
 	// +optional
+	// +kubebuilder:validation:Maximum=4294967294
 	LeaseTime *int `json:"leaseTime,omitempty"`
 
 	// MTU given to clients (option 26). Not in Harvester's API.
