@@ -174,15 +174,19 @@ type IPPoolStatus struct {
 // IPv4Status holds the allocations of a pool.
 type IPv4Status struct {
 	// Allocated maps an address to the MAC address it is allocated to, or to
-	// EXCLUDED / RESERVED.
+	// EXCLUDED / RESERVED. Atomic: managedFields then hold one entry for the
+	// map rather than one per address, which keeps a full pool's status
+	// within etcd's object size limit.
 	// +optional
+	// +mapType=atomic
 	Allocated map[string]string `json:"allocated,omitempty"`
 	Used      int               `json:"used"`
 	Available int               `json:"available"`
 
 	// Owners maps an allocated address to the UID of the
-	// VirtualMachineNetworkConfig it was allocated for, so that a release
-	// frees only that allocation. Allocations recorded without one (by
+	// VirtualMachineNetworkConfig it was allocated for (a UUID written in
+	// unpadded base64url, 22 characters), so that a release frees only that
+	// allocation. Allocations recorded without one (by
 	// Harvester's controller) are adopted by the first VMNetCfg that claims
 	// their MAC. Not in Harvester's API.
 	// +optional
