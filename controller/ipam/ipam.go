@@ -50,6 +50,16 @@ const (
 // MaxRangeSize is the largest range a pool may have: the addresses of a /8.
 const MaxRangeSize = 1 << 24
 
+// MaxStatusAddresses is the largest range a new pool may have (a /18): the
+// status of such a pool, every address allocated, must fit in one etcd
+// object (1.5 MiB by default). Per address at most 81 bytes: 38 for its
+// "allocated" entry ("255.255.255.255":"02:00:00:00:00:0a",) and 43 for its
+// "owners" entry (a 22-character token); a quarantined address (74 bytes)
+// has no allocation. Both maps are atomic, so managedFields add nothing per
+// address. 16384 x 81 = 1.33 MB, leaving 0.24 MB for metadata, spec and
+// conditions (TestFullPoolStatusFits writes such a status to a real etcd).
+const MaxStatusAddresses = 1 << 14
+
 // Config is the part of an IPPool's spec the IPAM needs.
 type Config struct {
 	CIDR     string
