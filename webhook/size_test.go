@@ -25,14 +25,14 @@ func TestRangeMustFitStatus(t *testing.T) {
 	for _, p := range []*v1alpha1.IPPool{
 		pool("10.0.0.0/8", "10.0.0.2", "10.255.255.254"),
 		pool("10.0.0.0/16", "10.0.0.2", "10.0.255.254"),
-		pool("10.0.0.0/16", "10.0.0.2", "10.0.64.1"), // 16385 addresses
+		pool("10.0.0.0/16", "10.0.0.2", "10.0.64.2"), // 16385 addresses
 	} {
 		es, err := ValidateIPPool(ctx, lk, Options{}, admissionv1.Create, p, nil)
 		if err != nil || !strings.Contains(es.Error(), "spec.ipv4Config.pool.end") || !strings.Contains(es.Error(), "at most 16384") {
 			t.Errorf("range %s-%s: got %v %v, want a refusal naming the maximum", p.Spec.IPv4Config.Pool.Start, p.Spec.IPv4Config.Pool.End, es, err)
 		}
 	}
-	ok := pool("10.0.0.0/16", "10.0.0.2", "10.0.64.0") // 16384 addresses
+	ok := pool("10.0.0.0/16", "10.0.0.2", "10.0.64.1") // 16384 addresses
 	if es, err := ValidateIPPool(ctx, lk, Options{}, admissionv1.Create, ok, nil); err != nil || len(es) > 0 {
 		t.Errorf("range of 16384 addresses refused: %v %v", es, err)
 	}
