@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +40,10 @@ func fillStatus(t testing.TB, key types.NamespacedName, first uint32, n int) (*v
 	p.Status.IPv4 = st
 	err := k8s.Status().Update(context.Background(), p)
 	return p, err
+}
+
+func tooLarge(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "too large")
 }
 
 func objectSize(t testing.TB, key types.NamespacedName) int {
@@ -98,17 +103,39 @@ func TestStatusTooLargeKeepsReleases(t *testing.T) {
 	waitPoolCondition(t, pk, v1alpha1.CacheReady, corev1.ConditionTrue)
 	first := uint32(10<<24 | 20<<16 | 10)
 
-	// Fill the status to about 40 KB under the limit: measure the bytes of
-	// an entry, then write that many.
+	// Fill the status to just under the limit: estimate from the bytes of
+	// an entry, then step up until a write is refused as too large.
 	empty := objectSize(t, pk)
 	const probe = 10000
 	eventually(t, 20*time.Second, "probe", func() error { _, err := fillStatus(t, pk, first, probe); return err })
 	per := float64(objectSize(t, pk)-empty) / probe
-	n := int(float64(etcdLimit-40_000-empty) / per)
-	eventually(t, 20*time.Second, "fill", func() error { _, err := fillStatus(t, pk, first, n); return err })
-	t.Logf("%d allocations, %.1f bytes each: object %d bytes", n, per, objectSize(t, pk))
+	n := int(float64(etcdLimit-empty)/per) - 2000
+	for {
+		_, err := fillStatus(t, pk, first, n)
+		if err == nil {
+			break
+		}
+		if !tooLarge(err) {
+			t.Fatal(err)
+		}
+		n -= 2000
+	}
+	for {
+		_, err := fillStatus(t, pk, first, n+500)
+		if err != nil {
+			if !tooLarge(err) {
+				t.Fatal(err)
+			}
+			break
+		}
+		n += 500
+	}
+	if _, err := fillStatus(t, pk, first, n); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d allocations fit, %d do not: object %d bytes", n, n+500, objectSize(t, pk))
 
-	// One batch: 1000 allocations (~70 KB, too much) and one release.
+	// One batch: 3000 allocations (more than the 500 that did not fit) and one release.
 	store := ctl.store
 	hold := make(chan struct{})
 	var held bool
@@ -134,7 +161,7 @@ func TestStatusTooLargeKeepsReleases(t *testing.T) {
 	allocErr, relErr := make(chan error, 1), make(chan error, 1)
 	go func() {
 		allocErr <- store.DoAllocate(ctx, pk, func(_ *v1alpha1.IPPool, am *ipam.Pool) error {
-			for i := range 1000 {
+			for i := range 3000 {
 				if _, err := am.AllocateFor(fmt.Sprintf("02:99:00:00:%02x:%02x", i>>8, i&0xff), fmt.Sprintf("new-%018d", i)); err != nil {
 					return err
 				}
