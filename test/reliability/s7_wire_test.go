@@ -302,13 +302,14 @@ func (w *wireRun) finish(t *testing.T, r *Result, c *churn) {
 	e := w.e
 	churnFor := time.Since(w.start)
 	settle := time.Now()
-	convErr := waitConverged(ctx, e.cp.client, e.ns, e.pool, len(e.vms), 120*time.Second, func() error {
+	convErr := eventually(ctx, 120*time.Second, 500*time.Millisecond, func() error {
 		e.procMu.Lock()
-		defer e.procMu.Unlock()
-		if ok, err := e.controller.exited(); ok {
+		ok, err := e.controller.exited()
+		e.procMu.Unlock()
+		if ok {
 			return fmt.Errorf("controller exited: %v", err)
 		}
-		return nil
+		return e.settled(ctx)
 	})
 	apiSettled := time.Since(settle)
 	// The guests catch up by renewing (NAK, then DISCOVER) or rebinding:
@@ -422,4 +423,32 @@ func (w *wireRun) finish(t *testing.T, r *Result, c *churn) {
 	if t.Failed() && r.Failure == "" {
 		r.Failure = fmt.Sprintf("%d violations (see the figures and notes)", total)
 	}
+}
+
+// settled reports nil once every VMNetCfg of the scenario is Allocated
+// (none being deleted) and the pool counts one address per guest.
+func (e *wireEnv) settled(ctx context.Context) error {
+	var list v1alpha1.VirtualMachineNetworkConfigList
+	if err := e.cp.client.List(ctx, &list, client.InNamespace(e.ns)); err != nil {
+		return fmt.Errorf("list vmnetcfgs: %w", err)
+	}
+	var p v1alpha1.IPPool
+	if err := e.cp.client.Get(ctx, e.pool, &p); err != nil {
+		return fmt.Errorf("get ippool: %w", err)
+	}
+	notReady := 0
+	for _, v := range list.Items {
+		if v.DeletionTimestamp != nil || !v1alpha1.IsConditionTrue(v.Status.Conditions, v1alpha1.Allocated) {
+			notReady++
+		}
+	}
+	used := -1
+	if p.Status.IPv4 != nil {
+		used = p.Status.IPv4.Used
+	}
+	if len(list.Items) != len(e.vms) || notReady != 0 || used != len(e.guests) {
+		return fmt.Errorf("%d VMNetCfgs (%d not Allocated or being deleted), pool used %d; want %d Allocated, used %d",
+			len(list.Items), notReady, used, len(e.vms), len(e.guests))
+	}
+	return nil
 }
