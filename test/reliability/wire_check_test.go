@@ -21,11 +21,13 @@ import (
 //     seen holding it, so both held it at that instant. A handover (A drops
 //     the address, then B gets it) never shows A holding it after B.
 //   - not NAKed: a guest dropped an address by timing out (udhcpc's hook
-//     got deconfig without a nak before it, after 3 unicast renewals and 3
-//     broadcast rebinds, one a second, none answered) while the pool had
-//     not given that address to the guest's MAC at any read from 5 s
-//     before the drop to 1 s after: its last three requests were sent at
-//     least wireAgentLag after the loss and each should have been NAKed.
+//     got deconfig without a nak before it: busybox 1.35 with -T 1 sends
+//     one unicast renewal and 3 broadcast rebinds a second apart and drops
+//     the address a second after the last, none answered) while the pool
+//     had not given that address to the guest's MAC at any read from 5 s
+//     before the drop to 1 s after: every request of that renewal was sent
+//     after the loss, the last three at least wireAgentLag after it, and
+//     each should have been NAKed.
 //   - ACK of a lost address: udhcpc's hook got bound/renew for an address
 //     the pool had not given to the guest's MAC at any read from
 //     wireAgentLag before to 1 s after.
