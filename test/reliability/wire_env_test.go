@@ -119,6 +119,22 @@ func newWireEnv(t *testing.T, cp *controlPlane, ns string, vms, dual int) *wireE
 		dir: t.TempDir(), prefix: fmt.Sprintf("vmw%d%s-", os.Getpid()%100000, ns),
 		agentBin: agentBinary(t), rng: rand.New(rand.NewSource(seed))}
 	t.Logf("random seed %d", seed)
+	// The logs of a failed run are kept (the temporary folder goes).
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		keep := filepath.Join(os.TempDir(), fmt.Sprintf("vm-dhcp-wire-%s-%d", ns, os.Getpid()))
+		err := os.CopyFS(keep, os.DirFS(e.dir))
+		if err == nil && e.cs != nil {
+			err = os.CopyFS(filepath.Join(keep, "controller"), os.DirFS(e.cs.dir))
+		}
+		if err != nil {
+			t.Logf("keep logs: %v", err)
+			return
+		}
+		t.Logf("guest events, udhcpc and agent logs kept in %s", keep)
+	})
 	e.srvNS = e.prefix + "srv"
 	e.cs = newControllerSet(t, cp)
 	e.startController()
@@ -245,7 +261,7 @@ echo "$(date +%s.%N) $1 ${ip:-}" >> "$RELIABILITY_EVENTS"
 
 func (e *wireEnv) newMAC() string {
 	n := e.macSeq.Add(1)
-	return fmt.Sprintf("02:40:%02x:00:%02x:%02x", len(e.ns)&0xff, n>>8&0xff, n&0xff)
+	return fmt.Sprintf("02:40:%02x:00:%02x:%02x", e.ns[len(e.ns)-1], n>>8&0xff, n&0xff)
 }
 
 func (e *wireEnv) intn(n int) int {
