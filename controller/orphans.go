@@ -122,7 +122,7 @@ func Orphans(pool *v1alpha1.IPPool, owned map[string]map[string]bool) map[string
 		return nil
 	}
 	out := map[string]string{}
-	macs := owned[pool.Spec.NetworkName]
+	macs := owned[pool.Network()]
 	for ip, mac := range pool.Status.IPv4.Allocated {
 		if mac == ipam.MarkExcluded || mac == ipam.MarkReserved {
 			continue

@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -34,6 +35,7 @@ import (
 // installed, pointing at a webhook server started in this process.
 var (
 	k8s      client.Client // talks to the apiserver, like kubectl
+	restCfg  *rest.Config  // for clients that need more (warning handlers)
 	webhookC client.Client // the webhook's own cached client
 )
 
@@ -116,6 +118,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	restCfg = cfg
 	k8s, err = client.New(cfg, client.Options{Scheme: webhook.Scheme()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "build client:", err)
