@@ -108,7 +108,12 @@ type Cluster struct {
 
 	WebhookPort           int
 	ControllerMetricsAddr string
+	kubeVersion           string
 }
+
+// KubeVersion is the version of the cluster's kube-apiserver (e.g. v1.37.2),
+// for `helm template --kube-version`.
+func (c *Cluster) KubeVersion() string { return c.kubeVersion }
 
 func (o *Options) defaults() error {
 	if o.WorkDir == "" || o.BinDir == "" || o.Helm == "" {
@@ -160,8 +165,15 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}()
 
-	c.step("rendering the chart %s with helm", opts.ChartDir)
-	chart, err := renderChart(opts.Helm, opts.ChartDir, "vm-dhcp", opts.Namespace, opts.HelmSet)
+	assets, err := testenv.AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	if c.kubeVersion, err = apiserverVersion(assets); err != nil {
+		return nil, err
+	}
+	c.step("rendering the chart %s with helm for Kubernetes %s", opts.ChartDir, c.kubeVersion)
+	chart, err := renderChart(opts.Helm, opts.ChartDir, "vm-dhcp", opts.Namespace, c.kubeVersion, opts.HelmSet)
 	if err != nil {
 		return nil, err
 	}
