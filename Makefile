@@ -21,11 +21,12 @@ envtest: ## Build etcd + kube-apiserver into $(CACHE)/envtest and print the fold
 	@hack/envtest/setup.sh
 
 .PHONY: generate
-generate: ## Regenerate deepcopy, CRDs (into the chart) and RBAC from kubebuilder markers.
+generate: ## Regenerate deepcopy, CRDs (into the chart), RBAC and the chart's webhook rules (from webhook.Configurations).
 	@hack/tools.sh controller-gen >/dev/null
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(CONTROLLER_GEN) crd:crdVersions=v1 paths=./api/... output:crd:artifacts:config=charts/vm-dhcp-controller/crds
 	@hack/generate-rbac.sh
+	go run ./hack/webhookconfig charts/vm-dhcp-controller/generated/webhook/webhooks.yaml
 
 .PHONY: verify
 verify: generate ## Fail when generated files are stale.

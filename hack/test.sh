@@ -39,6 +39,17 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 go test -count=1 -timeout 45m -p 1 ./... 2>&1 | tee "$log"
 
+step "CRDs, webhook and controller against kube-apiserver v1.30 (the oldest Kubernetes the chart supports)"
+# The same envtest suites on the oldest release of Chart.yaml's kubeVersion:
+# the CRDs' CEL rules, the webhook and the controller must work there too.
+# The controller's multi-controller stress test stays on the newest only.
+KUBEBUILDER_ASSETS_V130="$(hack/envtest/setup-v1.30.sh)"
+KUBEBUILDER_ASSETS="$KUBEBUILDER_ASSETS_V130" go test -count=1 -timeout 30m -p 1 \
+  ./api/... ./webhook/... 2>&1 | tee -a "$log"
+KUBEBUILDER_ASSETS="$KUBEBUILDER_ASSETS_V130" go test -count=1 -timeout 30m -p 1 \
+  -skip '^TestConcurrentAllocationsWithTwoControllersAndRestarts$' ./controller 2>&1 | tee -a "$log"
+export KUBEBUILDER_ASSETS_V130
+
 if [ -x hack/test-extra.sh ]; then
   step "chart: helm lint --strict and chart tests (own module)"
   hack/test-extra.sh
