@@ -61,6 +61,15 @@ CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2
 IMAGE_REGISTRY ?=
 IMAGE_TAG ?= $(VERSION)
 
+.PHONY: images-offline
+images-offline: build ## Build the three images as docker-archive tarballs into bin/images from bin/ (no container engine, no pulls).
+	@mkdir -p $(BIN_DIR)/images
+	@cd hack/images && go build -o $(abspath $(BIN_DIR))/images-tool .
+	@for c in controller webhook agent; do \
+	  $(BIN_DIR)/images-tool -f build/$$c.Dockerfile -context . -build-arg BINARY=prebuilt \
+	    -t "$(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/)vm-dhcp/vm-dhcp-$$c:$(IMAGE_TAG)" -o $(BIN_DIR)/images/vm-dhcp-$$c.tar || exit 1; \
+	done
+
 .PHONY: images
 images: ## Build the controller, webhook and agent images (needs docker or podman).
 	@if [ -z "$(CONTAINER_ENGINE)" ]; then \
