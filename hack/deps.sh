@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use when they are missing: real DHCP
-# clients (dhclient, udhcpc, dhcpcd), perfdhcp and Kea for benchmarks, and the
-# real node's runtime (containerd, runc, the CNI bridge/host-local/loopback
+# clients (dhclient, udhcpc, dhcpcd), perfdhcp and Kea for benchmarks, QEMU
+# for the test VM (its kernel and busybox come from hack/vm-artifacts.sh), and
+# the real node's runtime (containerd, runc, the CNI bridge/host-local/loopback
 # plugins, iptables and conntrack for kube-proxy).
 set -euo pipefail
 need=()
@@ -16,6 +17,7 @@ command -v runc >/dev/null || need+=(runc)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v iptables >/dev/null || need+=(iptables)
 command -v conntrack >/dev/null || need+=(conntrack)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 if [ ${#need[@]} -eq 0 ]; then
   echo "deps: all present"
   exit 0
