@@ -231,8 +231,8 @@ func (c *Cluster) startControlPlane(ctx, fctx context.Context) error {
 		"--service-account-key-file", c.pki.SAPub, "--service-account-signing-key-file", c.pki.SAKey,
 		"--service-cluster-ip-range", serviceCIDR, "--allow-privileged=true",
 		"--kubelet-preferred-address-types", "InternalIP",
-		// Pods leave a failed node after 10 s instead of 5 minutes.
-		"--default-not-ready-toleration-seconds", "10", "--default-unreachable-toleration-seconds", "10",
+		// Pods' default tolerations of a failed node stay 5 minutes: the
+		// controller moves its agent after its own grace (2 minutes).
 	); err != nil {
 		return err
 	}

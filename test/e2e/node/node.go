@@ -36,7 +36,7 @@ func cgroupControllers() []string {
 	entries, _ := os.ReadDir("/sys/fs/cgroup")
 	var out []string
 	for _, e := range entries {
-		if e.Name() == "unified" || e.Name() == "systemd" {
+		if e.Name() == "unified" {
 			continue
 		}
 		p := filepath.Join("/sys/fs/cgroup", e.Name())

@@ -14,11 +14,15 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
+	"github.com/vm-dhcp/vm-dhcp/test/e2e/vm"
 )
+
+// renewEvery makes the VM renew often (a real guest renews at T1, half the
+// 300 s lease), so failover and upgrade are seen within seconds.
+const renewEvery = 10 * time.Second
 
 const (
 	vmMAC      = "22:37:37:82:93:7d" // examples/vm.yaml
@@ -34,8 +38,9 @@ func TestRealNode(t *testing.T) {
 	cs := cluster.Clientset()
 	root := testenv.RepoRoot()
 	chart := filepath.Join(root, "charts", "vm-dhcp-controller")
-	var g *guest
-	var ip string
+	var guest *vm.VM
+	var lease vm.Event
+	consoleLog := filepath.Join(cluster.opts.WorkDir, "logs", "vm-console.log")
 
 	steps := []struct {
 		name string
@@ -112,17 +117,39 @@ spec:
 			agent := readyAgent(t, "", 3*time.Minute)
 			assertAgentPod(t, agent, tag1)
 		}},
-		{"a guest with the VM's MAC gets its address from the agent pod", func(t *testing.T) {
-			g = newGuest(t, vmMAC, "mgmt-br", 100)
-			lease := g.dhcp(t, 90*time.Second)
-			ip = lease["ip"]
-			if lease["serverid"] != poolServer || lease["router"] != "192.168.100.1" || lease["dns"] != "1.1.1.1" {
-				t.Fatalf("lease %v: want server %s, router 192.168.100.1, dns 1.1.1.1", lease, poolServer)
+		{"a real VM (QEMU) with the VirtualMachine's MAC gets address, router, DNS and MTU from the agent pod", func(t *testing.T) {
+			// The pool gives an MTU too (an extension of Harvester's API).
+			if out, err := kubectl(ctx, "patch", "ippool", "-n", "default", "example", "--type=merge",
+				"-p", `{"spec":{"ipv4Config":{"mtu":1400}}}`); err != nil {
+				t.Fatalf("set the pool's MTU: %v\n%s", err, out)
 			}
-			assertAllocated(t, ip)
-			t.Logf("guest %s got %s", vmMAC, ip)
+			start := time.Now()
+			v, err := vm.Start(ctx, vm.Options{MAC: vmMAC, Netns: cluster.Netns(), Bridge: "mgmt-br",
+				RenewEvery: renewEvery, ConsoleLog: consoleLog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			guest = v
+			t.Cleanup(func() { _ = guest.Stop() })
+			// The NAD's VLAN 100: the tap is an untagged port of it, as
+			// KubeVirt's bridge binding makes the VM's NIC.
+			if err := accessPort(ctx, v.Tap(), 100); err != nil {
+				t.Fatal(err)
+			}
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			defer cancel()
+			lease, err = v.WaitLease(wctx)
+			if err != nil {
+				t.Fatalf("VM got no lease: %v\n%s", err, tail(consoleLog, 3000))
+			}
+			t.Logf("VM console: %s (%s after QEMU started)", lease.Line, time.Since(start).Round(time.Second))
+			if lease.ServerID.String() != poolServer || lease.Router.String() != "192.168.100.1" ||
+				len(lease.DNS) != 1 || lease.DNS[0].String() != "1.1.1.1" || lease.MTU != 1400 || lease.Addr.Bits() != 24 {
+				t.Fatalf("VM lease %q: want server %s, router 192.168.100.1, dns 1.1.1.1, mtu 1400, /24", lease.Line, poolServer)
+			}
+			assertAllocated(t, lease.Addr.Addr().String())
 		}},
-		{"node failure: the agent is replaced on the other node and answers the guest", func(t *testing.T) {
+		{"node failure: the agent is replaced on the other node, which answers the VM's next renewal", func(t *testing.T) {
 			old := readyAgent(t, "", 10*time.Second)
 			start := time.Now()
 			if err := cluster.FailNode(old.Spec.NodeName); err != nil {
@@ -130,18 +157,19 @@ spec:
 			}
 			t.Logf("node %s failed (kubelet, containerd and its containers killed)", old.Spec.NodeName)
 			agent := readyAgent(t, old.Spec.NodeName, 4*time.Minute)
-			t.Logf("agent %s Ready on %s %s after the failure", agent.Name, agent.Spec.NodeName, time.Since(start).Round(time.Second))
-			if got := g.dhcp(t, 90*time.Second)["ip"]; got != ip {
-				t.Fatalf("after the failover the guest got %s, had %s", got, ip)
-			}
-			// Only the new agent is alive to answer: check it did.
-			eventually(t, 30*time.Second, "new agent logged the guest's request", func() error {
+			ready := time.Now()
+			t.Logf("agent %s Ready on %s %s after the failure", agent.Name, agent.Spec.NodeName, ready.Sub(start).Round(time.Second))
+			renew := waitRenewAfter(t, guest, ready, lease.Addr.Addr().String(), consoleLog)
+			t.Logf("VM console after the failover: %s", renew.Line)
+			// The old agent is dead: the answer came from the new pod. Its
+			// log shows it.
+			eventually(t, 30*time.Second, "new agent logged the VM's request", func() error {
 				out, err := kubectl(ctx, "logs", "-n", namespace, agent.Name)
 				if err != nil {
 					return fmt.Errorf("%v: %s", err, out)
 				}
 				if !strings.Contains(strings.ToLower(out), vmMAC) {
-					return fmt.Errorf("no line mentions %s:\n%s", vmMAC, out)
+					return fmt.Errorf("no line of the new agent mentions %s:\n%s", vmMAC, out)
 				}
 				return nil
 			})
@@ -168,10 +196,16 @@ spec:
 				}
 				return nil
 			})
+			ready := time.Now()
 			assertAgentPod(t, agent, tag2)
+			ip := lease.Addr.Addr().String()
 			assertAllocated(t, ip)
-			if got := g.dhcp(t, 90*time.Second)["ip"]; got != ip {
-				t.Fatalf("after the upgrade the guest got %s, had %s", got, ip)
+			renew := waitRenewAfter(t, guest, ready, ip, consoleLog)
+			t.Logf("VM console after the upgrade: %s", renew.Line)
+			for _, e := range guest.Events() {
+				if e.Kind == vm.Deconfig || e.Kind == vm.Nak || (e.Kind == vm.Bound && e.Seq > lease.Seq) {
+					t.Errorf("the VM lost its lease at some point: %s", e.Line)
+				}
 			}
 		}},
 		{"helm uninstall removes what the chart and the controller created", func(t *testing.T) {
@@ -426,4 +460,29 @@ func describe(ctx context.Context) string {
 	return out + "\n" + ev
 }
 
-var _ = apierrors.IsNotFound
+// accessPort makes a bridge port an untagged member of vlan only.
+func accessPort(ctx context.Context, port string, vlan int) error {
+	ns := cluster.Netns()
+	if err := run(ctx, "ip", "netns", "exec", ns, "bridge", "vlan", "add", "dev", port, "vid", strconv.Itoa(vlan), "pvid", "untagged"); err != nil {
+		return err
+	}
+	return run(ctx, "ip", "netns", "exec", ns, "bridge", "vlan", "del", "dev", port, "vid", "1")
+}
+
+// waitRenewAfter waits for the VM's first renewal printed after t that kept
+// address ip.
+func waitRenewAfter(t *testing.T, v *vm.VM, after time.Time, ip, consoleLog string) vm.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ev, err := v.WaitEvent(ctx, func(e vm.Event) bool {
+		return e.Kind == vm.Renew && e.Received.After(after)
+	})
+	if err != nil {
+		t.Fatalf("no renewal after %s: %v\n%s", after.Format(time.TimeOnly), err, tail(consoleLog, 3000))
+	}
+	if ev.Addr.Addr().String() != ip || ev.ServerID.String() != poolServer {
+		t.Fatalf("renewal %q: want %s from %s", ev.Line, ip, poolServer)
+	}
+	return ev
+}
