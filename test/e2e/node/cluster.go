@@ -36,7 +36,7 @@ const (
 	apiserverIP  = "10.200.0.1"
 	serviceCIDR  = "10.96.0.0/16"
 	clusterCIDR  = "10.244.0.0/16"
-	hostLink     = "vmd-host" // dummy link holding the control plane's and nodes' addresses
+	hostLink     = "vmd-host" // link holding the control plane's and nodes' addresses
 	adminToken   = "vm-dhcp-test-node-admin-token"
 	pauseImage   = "docker.io/vm-dhcp/pause:test"
 	readyTimeout = 3 * time.Minute
@@ -159,12 +159,14 @@ func (c *Cluster) setupNetns(ctx context.Context) error {
 	}
 	steps := [][]string{
 		{"ip", "-n", ns, "link", "set", "lo", "up"},
-		{"ip", "-n", ns, "link", "add", hostLink, "type", "dummy"},
+		// A veth pair with both ends inside (this kernel has no dummy links).
+		{"ip", "-n", ns, "link", "add", hostLink, "type", "veth", "peer", "name", hostLink + "-p"},
 		{"ip", "-n", ns, "link", "set", hostLink, "up"},
+		{"ip", "-n", ns, "link", "set", hostLink + "-p", "up"},
 		{"ip", "-n", ns, "addr", "add", apiserverIP + "/32", "dev", hostLink},
 		// Service IPs need a route for the kernel to send the packet that
 		// kube-proxy's OUTPUT rules then rewrite; nothing leaves the namespace.
-		{"ip", "-n", ns, "route", "add", "default", "dev", hostLink},
+		{"ip", "-n", ns, "route", "add", serviceCIDR, "dev", hostLink, "src", apiserverIP},
 		{"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
 	}
 	for i := range c.opts.Nodes {

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,6 +91,14 @@ func setup(m *testing.M) (int, error) {
 		return 1, fmt.Errorf("start cluster: %w\n%s", err, progress)
 	}
 	defer cluster.Stop()
+	// Ctrl-C or a go test timeout signal still removes the cluster.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		cluster.Stop()
+		os.Exit(1)
+	}()
 	fmt.Fprintf(os.Stderr, "real node: cluster with 2 nodes Ready %s after the start\n", time.Since(start).Round(time.Second))
 	code := m.Run()
 	if code != 0 {
