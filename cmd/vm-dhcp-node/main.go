@@ -123,9 +123,17 @@ func up(workDir, binDir string) error {
 	if err := sh("kubectl", "get", "pods", "-n", "vm-dhcp-system", "-o", "wide"); err != nil {
 		return err
 	}
-	step("the examples: a VLAN network (NAD), its IPPool, a VirtualMachine")
-	for _, f := range []string{"nad.yaml", "harvester-ippool.yaml", "vm.yaml"} {
-		if err := sh("kubectl", "apply", "-f", filepath.Join("examples", f)); err != nil {
+	step("the examples: the VM network (NAD; without its VLAN: this kernel has no bridge VLAN filtering), its IPPool, a VirtualMachine")
+	nad, err := os.ReadFile("examples/nad.yaml")
+	if err != nil {
+		return err
+	}
+	nadFile := filepath.Join(workDir, "nad.yaml")
+	if err := os.WriteFile(nadFile, []byte(strings.Replace(string(nad), `"vlan":100,`, "", 1)), 0o644); err != nil {
+		return err
+	}
+	for _, f := range []string{nadFile, "examples/harvester-ippool.yaml", "examples/vm.yaml"} {
+		if err := sh("kubectl", "apply", "-f", f); err != nil {
 			return err
 		}
 	}
@@ -136,21 +144,13 @@ func up(workDir, binDir string) error {
 	if err := sh("kubectl", "get", "pods", "-n", "vm-dhcp-system", "-l", "app.kubernetes.io/name=vm-dhcp-agent", "-o", "wide"); err != nil {
 		return err
 	}
-	step("a real VM: QEMU, MAC %s (the VirtualMachine's NIC), tap on the NAD's bridge mgmt-br, VLAN 100; its console:", vmMAC)
+	step("a real VM: QEMU, MAC %s (the VirtualMachine's NIC), tap on the NAD's bridge mgmt-br; its console:", vmMAC)
 	consoleLog := filepath.Join(workDir, "cluster", "logs", "vm-console.log")
 	v, err := vm.Start(ctx, vm.Options{MAC: vmMAC, Netns: netns, Bridge: "mgmt-br", ConsoleLog: consoleLog})
 	if err != nil {
 		return err
 	}
 	defer v.Stop()
-	for _, a := range [][]string{
-		{"bridge", "vlan", "add", "dev", v.Tap(), "vid", "100", "pvid", "untagged"},
-		{"bridge", "vlan", "del", "dev", v.Tap(), "vid", "1"},
-	} {
-		if out, err := exec.Command("ip", append([]string{"netns", "exec", netns}, a...)...).CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: %w: %s", strings.Join(a, " "), err, out)
-		}
-	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	lease, err := v.WaitLease(wctx)
