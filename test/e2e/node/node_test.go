@@ -41,6 +41,11 @@ func TestRealNode(t *testing.T) {
 	var guest *vm.VM
 	var lease vm.Event
 	consoleLog := filepath.Join(cluster.opts.WorkDir, "logs", "vm-console.log")
+	defer func() {
+		if guest != nil {
+			_ = guest.Stop()
+		}
+	}()
 
 	steps := []struct {
 		name string
@@ -108,8 +113,8 @@ spec:
 			}
 			t.Logf("webhook: %s", strings.TrimSpace(out))
 		}},
-		{"an IPPool on a bridge NAD: agent pod scheduled, attached by the CNI, Ready", func(t *testing.T) {
-			nad, err := nadWithoutVLAN(filepath.Join(root, "examples", "nad.yaml"), t.TempDir())
+		{"an IPPool on a bridge NAD: agent pod scheduled; attached by the CNI; Ready", func(t *testing.T) {
+			nad, err := nadWithoutVLAN(filepath.Join(root, "examples", "nad.yaml"), workDir) // kubectl splits -f on commas: not t.TempDir()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,8 +138,7 @@ spec:
 			if err != nil {
 				t.Fatal(err)
 			}
-			guest = v
-			t.Cleanup(func() { _ = guest.Stop() })
+			guest = v // stopped when the whole story ends, not this step
 			wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 			defer cancel()
 			lease, err = v.WaitLease(wctx)
