@@ -23,6 +23,11 @@ KUBEBUILDER_ASSETS="$(hack/envtest/setup.sh)"
 export KUBEBUILDER_ASSETS
 echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
 
+if [ -n "${VM_DHCP_REAL_NODE:-}" ]; then
+  step "real node: kubelet, kube-controller-manager, kube-scheduler, kube-proxy (one build, cached)"
+  hack/envtest/node.sh >/dev/null
+fi
+
 step "generated files are up to date"
 make --no-print-directory verify
 
