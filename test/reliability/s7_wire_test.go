@@ -196,7 +196,7 @@ func (e *wireEnv) recreate(vm *wireVM) error {
 		retried := false
 		err := retryTransient(ctx, "create "+vm.name, func() error {
 			err := e.cp.client.Create(ctx, e.vmNetCfg(vm))
-			if retried && apierrors.IsAlreadyExists(err) {
+			if retried && apierrors.IsAlreadyExists(err) && e.createdAgain(ctx, vm) {
 				return nil
 			}
 			retried = isTransient(err)
@@ -207,6 +207,15 @@ func (e *wireEnv) recreate(vm *wireVM) error {
 		}
 		return nil
 	})
+}
+
+// createdAgain reports whether vm's VMNetCfg exists and is not being
+// deleted: after a create that timed out, AlreadyExists may also come from
+// the old object whose finalizer still runs, which is not done.
+func (e *wireEnv) createdAgain(ctx context.Context, vm *wireVM) bool {
+	var v v1alpha1.VirtualMachineNetworkConfig
+	err := e.cp.client.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: vm.name}, &v)
+	return err == nil && v.DeletionTimestamp == nil
 }
 
 // setNICs rewrites the NICs of vm's VMNetCfg.
