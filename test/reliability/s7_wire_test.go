@@ -56,6 +56,12 @@ func (c *churn) done(kind string, err error) {
 	c.counts[kind]++
 }
 
+func (c *churn) count(kind string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[kind]
+}
+
 func (c *churn) String() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -101,8 +107,9 @@ func s7aVMChurn(t *testing.T, cp *controlPlane) {
 // after the other, while 2 workers keep churning VMs.
 func s7bPoolsAndKills(t *testing.T, cp *controlPlane) {
 	const (
-		faults  = 12
-		maxTime = 150 * time.Second
+		faults       = 12
+		maxTime      = 150 * time.Second
+		faultTimeout = 90 * time.Second
 	)
 	r := newResult("s7b", "56 udhcpc guests renewing while the pool is paused, edited and unpaused and the controller and the agent are SIGKILLed, during VM churn")
 	report(t, r)
@@ -123,21 +130,35 @@ func s7bPoolsAndKills(t *testing.T, cp *controlPlane) {
 			}
 		})
 	}
+	// The faults take turns, kills first, so that the first round (one
+	// SIGKILL of the controller, one of the agent, one pause/edit/unpause)
+	// always runs whatever the load; later rounds run while time is left.
+	// Each fault is bounded on its own (faultTimeout), not by the total.
+	kinds := []string{"controller SIGKILLed", "agent SIGKILLed", "pool paused, edited, unpaused"}
 	deadline := time.Now().Add(maxTime)
-	for i := 0; i < faults && time.Now().Before(deadline); i++ {
-		switch i % 3 {
-		case 0:
-			c.done("pool paused, edited, unpaused", e.pauseEditUnpause())
-		case 1:
+	for i := 0; i < faults && (i < len(kinds) || time.Now().Before(deadline)); i++ {
+		kind := kinds[i%len(kinds)]
+		ctx, cancel := context.WithTimeout(context.Background(), faultTimeout)
+		switch kind {
+		case kinds[0]:
 			e.killController()
-			c.done("controller SIGKILLed", nil)
-		case 2:
-			c.done("agent SIGKILLed", e.killAgent())
+			c.done(kind, nil)
+		case kinds[1]:
+			c.done(kind, e.killAgent())
+		case kinds[2]:
+			c.done(kind, e.pauseEditUnpause(ctx))
 		}
+		cancel()
 		time.Sleep(time.Duration(4000+e.intn(4000)) * time.Millisecond)
 	}
 	close(stop)
 	wg.Wait()
+	// Every run must include each fault: a run that did not is no proof.
+	for _, k := range kinds {
+		if n := c.count(k); n == 0 {
+			t.Errorf("fault %q never completed in this run (churn: %s)", k, c.String())
+		}
+	}
 	run.finish(t, r, &c)
 }
 
@@ -161,14 +182,26 @@ func (e *wireEnv) vmOp(c *churn) {
 // or after up to 2 s.
 func (e *wireEnv) recreate(vm *wireVM) error {
 	ctx := context.Background()
-	if err := e.cp.client.Delete(ctx, e.vmNetCfg(vm)); err != nil && !apierrors.IsNotFound(err) {
+	// A delete or create retried after a transient error may have been
+	// done by the first attempt: NotFound and AlreadyExists then mean done.
+	if err := retryTransient(ctx, "delete "+vm.name, func() error {
+		return e.cp.client.Delete(ctx, e.vmNetCfg(vm))
+	}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete %s: %w", vm.name, err)
 	}
 	if e.intn(2) == 0 {
 		time.Sleep(time.Duration(e.intn(2000)) * time.Millisecond)
 	}
 	return eventually(ctx, 60*time.Second, 20*time.Millisecond, func() error {
-		err := e.cp.client.Create(ctx, e.vmNetCfg(vm))
+		retried := false
+		err := retryTransient(ctx, "create "+vm.name, func() error {
+			err := e.cp.client.Create(ctx, e.vmNetCfg(vm))
+			if retried && apierrors.IsAlreadyExists(err) && e.createdAgain(ctx, vm) {
+				return nil
+			}
+			retried = isTransient(err)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("recreate %s: %w", vm.name, err)
 		}
@@ -176,9 +209,24 @@ func (e *wireEnv) recreate(vm *wireVM) error {
 	})
 }
 
+// createdAgain reports whether vm's VMNetCfg exists and is not being
+// deleted: after a create that timed out, AlreadyExists may also come from
+// the old object whose finalizer still runs, which is not done.
+func (e *wireEnv) createdAgain(ctx context.Context, vm *wireVM) bool {
+	var v v1alpha1.VirtualMachineNetworkConfig
+	err := e.cp.client.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: vm.name}, &v)
+	return err == nil && v.DeletionTimestamp == nil
+}
+
 // setNICs rewrites the NICs of vm's VMNetCfg.
 func (e *wireEnv) setNICs(vm *wireVM, macs []string) error {
 	ctx := context.Background()
+	return retryTransient(ctx, "set NICs of "+vm.name, func() error {
+		return e.setNICsOnce(ctx, vm, macs)
+	})
+}
+
+func (e *wireEnv) setNICsOnce(ctx context.Context, vm *wireVM, macs []string) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var v v1alpha1.VirtualMachineNetworkConfig
 		if err := e.cp.client.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: vm.name}, &v); err != nil {
@@ -229,24 +277,28 @@ func (e *wireEnv) changeMAC(g *guest) error {
 // pauseEditUnpause pauses the pool, sets its excludes to two addresses
 // guests hold now (replacing the previous ones, which become free again)
 // and unpauses it, about a second between steps.
-func (e *wireEnv) pauseEditUnpause() error {
-	ctx := context.Background()
+func (e *wireEnv) pauseEditUnpause(ctx context.Context) error {
 	update := func(mutate func(*v1alpha1.IPPool)) error {
-		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			var p v1alpha1.IPPool
-			if err := e.cp.client.Get(ctx, e.pool, &p); err != nil {
-				return err
-			}
-			mutate(&p)
-			return e.cp.client.Update(ctx, &p)
+		return retryTransient(ctx, "update the pool", func() error {
+			return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				var p v1alpha1.IPPool
+				if err := e.cp.client.Get(ctx, e.pool, &p); err != nil {
+					return err
+				}
+				mutate(&p)
+				return e.cp.client.Update(ctx, &p)
+			})
 		})
 	}
 	if err := update(func(p *v1alpha1.IPPool) { p.Spec.Paused = ptr.To(true) }); err != nil {
 		return fmt.Errorf("pause: %w", err)
 	}
 	time.Sleep(time.Second)
-	owners, _, err := e.poolOwners(ctx)
-	if err != nil {
+	var owners map[string]string
+	if err := retryTransient(ctx, "read the pool", func() (err error) {
+		owners, _, err = e.poolOwners(ctx)
+		return err
+	}); err != nil {
 		return err
 	}
 	var taken []string
