@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"k8s.io/client-go/util/retry"
 	"slices"
 	"testing"
 	"time"
@@ -245,9 +246,14 @@ func checkAgentPod(t *testing.T, pod *corev1.Pod, pool *v1alpha1.IPPool, ns stri
 
 func setPaused(t testing.TB, key types.NamespacedName, paused bool) {
 	t.Helper()
-	p := getPool(t, key)
-	p.Spec.Paused = ptr.To(paused)
-	if err := k8s.Update(context.Background(), p); err != nil {
+	// The controller writes the pool's status concurrently: a stale read
+	// conflicts, so read again and retry, as any client must.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := getPool(t, key)
+		p.Spec.Paused = ptr.To(paused)
+		return k8s.Update(context.Background(), p)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
