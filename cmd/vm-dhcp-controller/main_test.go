@@ -135,9 +135,17 @@ func TestBinaryServesHealthMetricsAndDebug(t *testing.T) {
 		}
 	}
 	// The agent pod exists with the image from the flag.
+	// The controller creates it asynchronously, after the pool's ConfigMap.
 	pod := &corev1.Pod{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "vm-dhcp-system", Name: controller.AgentPodName(pool)}, pod); err != nil {
-		t.Fatalf("agent pod: %v", err)
+	podKey := client.ObjectKey{Namespace: "vm-dhcp-system", Name: controller.AgentPodName(pool)}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		err := c.Get(ctx, podKey, pod)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent pod: %v", err)
+		}
 	}
 	if img := pod.Spec.Containers[0].Image; img != "agent:smoke" {
 		t.Errorf("agent image %s", img)
