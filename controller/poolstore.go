@@ -38,6 +38,7 @@ type PoolOp func(pool *v1alpha1.IPPool, am *ipam.Pool) error
 
 type pendingOp struct {
 	apply PoolOp
+	dual  DualOp // set instead of apply by DoDual
 	done  chan error
 }
 
@@ -73,6 +74,7 @@ type poolState struct {
 	// Read by the debug endpoints and lookups; written by the pool's goroutine.
 	mu    sync.RWMutex
 	am    *ipam.Pool
+	am6   *ipam.Pool6      // nil when the pool has no spec.ipv6Config
 	obj   *v1alpha1.IPPool // the pool as last read or written
 	stale bool             // am/obj must be re-read before the next batch
 }
@@ -209,19 +211,12 @@ func (s *PoolStore) reload(ctx context.Context, ps *poolState) error {
 		}
 		return fmt.Errorf("load pool %s: %w", ps.key, err)
 	}
-	am, err := ipam.New(ipamConfig(fresh))
+	am, am6, err := s.buildIPAMs(ps.key, fresh)
 	if err != nil {
-		return fmt.Errorf("build IPAM of pool %s: %w", ps.key, err)
-	}
-	if fresh.Status.IPv4 != nil {
-		for _, c := range am.Restore(fresh.Status.IPv4.Allocated) {
-			// Kept out of the IPAM, and so out of the next status write:
-			// the entry cannot be honoured (e.g. the address is now excluded).
-			s.log.Info("recorded allocation dropped", "ippool", ps.key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
-		}
+		return err
 	}
 	ps.mu.Lock()
-	ps.am, ps.obj, ps.stale = am, fresh, false
+	ps.am, ps.am6, ps.obj, ps.stale = am, am6, fresh, false
 	ps.mu.Unlock()
 	return nil
 }
@@ -290,9 +285,9 @@ func (s *PoolStore) commit(ctx context.Context, ps *poolState, batch []*pendingO
 		obj := ps.obj.DeepCopy()
 		results := make([]error, len(batch))
 		for i, p := range batch {
-			results[i] = p.apply(obj, ps.am)
+			results[i] = p.run(obj, ps)
 		}
-		fillIPv4(obj, ps.am)
+		fillStatus(obj, ps.am, ps.am6)
 		unchanged := equality.Semantic.DeepEqual(obj.Status, ps.obj.Status)
 		ps.mu.Unlock()
 		if unchanged {

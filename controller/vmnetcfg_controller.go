@@ -97,7 +97,7 @@ func (r *VMNetCfgReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	for _, nc := range vnc.Spec.NetworkConfigs {
 		k := nicKey{normalizeNetwork(nc.NetworkName, vnc.Namespace), ipam.NormalizeMAC(nc.MACAddress)}
 		st := v1alpha1.NetworkConfigStatus{NetworkName: nc.NetworkName, MACAddress: nc.MACAddress,
-			AllocatedIPAddress: prev[k].AllocatedIPAddress, State: v1alpha1.StatePending}
+			AllocatedIPAddress: prev[k].AllocatedIPAddress, AllocatedIPv6Address: prev[k].AllocatedIPv6Address, State: v1alpha1.StatePending}
 		why, msg, err := r.allocate(ctx, vnc, k, nc, &st)
 		if err != nil {
 			return ctrl.Result{}, err
@@ -151,7 +151,7 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 		return "", "", err
 	}
 	if pool == nil {
-		st.AllocatedIPAddress = ""
+		st.AllocatedIPAddress, st.AllocatedIPv6Address = "", ""
 		return ReasonNoIPPool, fmt.Sprintf("network %s has no IPPool", k.network), nil
 	}
 	if pool.IsPaused() {
@@ -162,8 +162,8 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 	if vnc.IsPaused() {
 		// The address stays recorded for the MAC in the pool (so it is not
 		// handed to anyone else and comes back on unpause); the NIC is Pending.
-		if ip, ok := r.lookup(ctx, poolKey, k.mac); ok {
-			st.AllocatedIPAddress = ip
+		if ip, ip6, ok := r.lookup(ctx, poolKey, k.mac); ok {
+			st.AllocatedIPAddress, st.AllocatedIPv6Address = ip, ip6
 		}
 		return "", "", nil
 	}
@@ -171,15 +171,20 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 	if nc.IPAddress != nil {
 		want = string(*nc.IPAddress)
 	}
-	var ip string
-	err = r.Store.Do(ctx, poolKey, AllocateOp(k.mac, want, &ip))
+	var ip, ip6 string
+	err = r.Store.DoDual(ctx, poolKey, AllocateDualOp(k.mac, want, wantIPv6(nc), &ip, &ip6))
+	// A family that succeeded is reported even when the other failed.
+	if ip != "" {
+		st.AllocatedIPAddress = ip
+	}
+	st.AllocatedIPv6Address = ip6
 	switch {
 	case err == nil:
 		st.AllocatedIPAddress, st.State = ip, v1alpha1.StateAllocated
 		return "", "", nil
 	case errors.Is(err, ipam.ErrExhausted):
 		return ReasonPoolExhausted, fmt.Sprintf("ippool %s has no free address for %s", poolKey, nc.MACAddress), nil
-	case errors.Is(err, ipam.ErrAllocated), errors.Is(err, ipam.ErrUnavailable), errors.Is(err, ipam.ErrOutsidePool):
+	case errors.Is(err, ipam.ErrAllocated), errors.Is(err, ipam.ErrUnavailable), errors.Is(err, ipam.ErrOutsidePool), errors.Is(err, ErrNoFamily):
 		return ReasonAddressTaken, fmt.Sprintf("requested address for %s in ippool %s: %v", nc.MACAddress, poolKey, err), nil
 	case errors.Is(err, ipam.ErrInvalidConfig), errors.Is(err, ErrPoolGone):
 		return ReasonAllocationFailed, fmt.Sprintf("ippool %s cannot allocate: %v", poolKey, err), nil
@@ -188,14 +193,10 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 	}
 }
 
-func (r *VMNetCfgReconciler) lookup(ctx context.Context, poolKey types.NamespacedName, mac string) (string, bool) {
-	var ip string
-	var found bool
-	err := r.Store.Do(ctx, poolKey, func(_ *v1alpha1.IPPool, am *ipam.Pool) error {
-		ip, found = am.Lookup(mac)
-		return nil
-	})
-	return ip, err == nil && found
+func (r *VMNetCfgReconciler) lookup(ctx context.Context, poolKey types.NamespacedName, mac string) (string, string, bool) {
+	var ip, ip6 string
+	err := r.Store.DoDual(ctx, poolKey, lookupDualOp(mac, &ip, &ip6))
+	return ip, ip6, err == nil && (ip != "" || ip6 != "")
 }
 
 // release frees the address of a NIC in its network's pool. A network
@@ -205,7 +206,7 @@ func (r *VMNetCfgReconciler) release(ctx context.Context, k nicKey) error {
 	if err != nil || pool == nil {
 		return err
 	}
-	err = r.Store.Do(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}, ReleaseOp(k.mac))
+	err = r.Store.DoDual(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}, ReleaseDualOp(k.mac))
 	if errors.Is(err, ErrPoolGone) || errors.Is(err, ipam.ErrInvalidConfig) {
 		return nil
 	}

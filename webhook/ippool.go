@@ -62,6 +62,7 @@ func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1
 		// that passed validation is safe (and meaningful) to load.
 		if old != nil && len(es) == 0 {
 			es = append(es, strandedAllocations(old, pool)...)
+			es = append(es, strandedAllocationsV6(old, pool)...)
 		}
 		return es, nil
 	default:
@@ -76,6 +77,9 @@ func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1
 func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 	var es FieldErrors
 	checkNetworkName(&es, "spec.networkName", pool.Spec.NetworkName)
+	if !pool.HasIPv4() { // IPv6-only pool
+		return append(es, validateIPPoolV6(pool, opts)...)
+	}
 	c := pool.Spec.IPv4Config
 
 	cidr, cidrOK := parseIPv4Prefix(c.CIDR)
@@ -213,7 +217,7 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 		}
 		checkHostIn(&es, field+".gateway", string(r.Gateway), cidr, cidrOK)
 	}
-	return es
+	return append(es, validateIPPoolV6(pool, opts)...)
 }
 
 // validateIPPoolNetwork checks on create that the pool's network exists and

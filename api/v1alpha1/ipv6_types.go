@@ -1,5 +1,7 @@
 package v1alpha1
 
+import "reflect"
+
 // IPv6Address is an IPv6 address in any form net/netip parses (e.g.
 // fd00:100::1). Its own type, like IPv4Address, so that the schema checks
 // every item of a list.
@@ -80,9 +82,34 @@ type IPv6Status struct {
 	Available int64             `json:"available"`
 }
 
-// HasIPv4 reports whether the pool has an IPv4 half. An IPPool without
-// spec.ipv4Config is IPv6-only.
-func (p *IPPool) HasIPv4() bool { return p.Spec.IPv4Config.CIDR != "" || p.Spec.IPv6Config == nil }
+// HasIPv4 reports whether the pool has an IPv4 half: any field of
+// spec.ipv4Config set (the test omitzero uses), or no IPv6 half at all, so
+// that a pool with neither is still checked (and refused) as IPv4.
+func (p *IPPool) HasIPv4() bool {
+	return p.Spec.IPv6Config == nil || !reflect.ValueOf(p.Spec.IPv4Config).IsZero()
+}
 
 // HasIPv6 reports whether the pool has an IPv6 half.
 func (p *IPPool) HasIPv6() bool { return p.Spec.IPv6Config != nil }
+
+// Lifetimes used when spec.ipv6Config leaves them out, in seconds.
+const (
+	DefaultValidLifetime     = 3600
+	DefaultPreferredLifetime = DefaultValidLifetime / 2
+)
+
+// Lifetimes returns the preferred and valid lifetimes the pool's DHCPv6
+// agent sends: the ones set, else the preferred is half the valid one and
+// the valid one is DefaultValidLifetime (or the preferred one if longer).
+// One place decides them, for the agent, the webhook and the docs.
+func (c *IPv6Config) Lifetimes() (preferred, valid int) {
+	switch {
+	case c.PreferredLifetime != nil && c.ValidLifetime != nil:
+		return *c.PreferredLifetime, *c.ValidLifetime
+	case c.ValidLifetime != nil:
+		return *c.ValidLifetime / 2, *c.ValidLifetime
+	case c.PreferredLifetime != nil:
+		return *c.PreferredLifetime, max(*c.PreferredLifetime, DefaultValidLifetime)
+	}
+	return DefaultPreferredLifetime, DefaultValidLifetime
+}
