@@ -211,7 +211,26 @@ func ipamConfig6(c *v1alpha1.IPv6Config) ipam.Config6 {
 // spec.ipv6Config) an address allocated to a MAC is refused unless the pool
 // is paused.
 func strandedAllocationsV6(old, pool *v1alpha1.IPPool) FieldErrors {
-	if pool.IsPaused() || old.Status.IPv6 == nil || old.Spec.IPv6Config == nil {
+	if pool.IsPaused() {
+		return nil
+	}
+	// Dropping the IPv4 half of a dual-stack pool strands its IPv4
+	// allocations the same way (strandedAllocations cannot see it: the new
+	// spec builds no IPv4 IPAM).
+	if old.HasIPv4() && !pool.HasIPv4() && old.Status.IPv4 != nil {
+		n := 0
+		for _, mac := range old.Status.IPv4.Allocated {
+			if mac != ipam.MarkExcluded && mac != ipam.MarkReserved {
+				n++
+			}
+		}
+		if n > 0 {
+			var es FieldErrors
+			es.add(ipv4Path, "", "cannot be removed while %d IPv4 addresses are allocated: set spec.paused: true first", n)
+			return es
+		}
+	}
+	if old.Status.IPv6 == nil || old.Spec.IPv6Config == nil {
 		return nil
 	}
 	alloc := map[string]string{}

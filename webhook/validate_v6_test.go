@@ -48,3 +48,27 @@ func TestLifetimes(t *testing.T) {
 		}
 	}
 }
+
+// Removing either half of a dual-stack pool that holds allocations in it is
+// refused unless the pool is paused.
+func TestRemovingAHalfStrands(t *testing.T) {
+	dual := v6OnlyPool()
+	dual.Spec.IPv4Config = v1alpha1.IPv4Config{CIDR: "10.0.0.0/24", ServerIP: "10.0.0.2", Pool: v1alpha1.Pool{Start: "10.0.0.10", End: "10.0.0.20"}}
+	dual.Status.IPv4 = &v1alpha1.IPv4Status{Allocated: map[string]string{"10.0.0.10": "02:00:00:00:00:01"}}
+	dual.Status.IPv6 = &v1alpha1.IPv6Status{Allocated: map[string]string{"fd00:100::100": "02:00:00:00:00:01"}}
+	no4 := dual.DeepCopy()
+	no4.Spec.IPv4Config = v1alpha1.IPv4Config{}
+	if es := strandedAllocationsV6(dual, no4); len(es) != 1 || es[0].Field != "spec.ipv4Config" {
+		t.Fatalf("removing ipv4Config: %v", es)
+	}
+	no6 := dual.DeepCopy()
+	no6.Spec.IPv6Config = nil
+	if es := strandedAllocationsV6(dual, no6); len(es) != 1 || es[0].Field != "spec.ipv6Config" {
+		t.Fatalf("removing ipv6Config: %v", es)
+	}
+	paused := true
+	no6.Spec.Paused = &paused
+	if es := strandedAllocationsV6(dual, no6); len(es) != 0 {
+		t.Fatalf("paused pool: %v", es)
+	}
+}
