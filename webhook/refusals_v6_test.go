@@ -131,7 +131,7 @@ func TestRefusalsIPv6(t *testing.T) {
 		{name: "preferred longer than valid", obj: newPool6(func(c *c6, _ *sp) { c.PreferredLifetime, c.ValidLifetime = ptr.To(7200), ptr.To(3600) }), field: "spec.ipv6Config.preferredLifetime", value: "7200"},
 		{name: "valid lifetime 59", obj: newPool6(func(c *c6, _ *sp) { c.PreferredLifetime, c.ValidLifetime = nil, ptr.To(59) }), field: "spec.ipv6Config.validLifetime", value: "59"},
 		{name: "valid lifetime infinite", obj: newPool6(func(c *c6, _ *sp) { c.ValidLifetime = ptr.To(1<<32 - 1) }), field: "spec.ipv6Config.validLifetime", value: "4294967295"},
-		{name: "no IPv4 half and an empty IPv6 one", obj: newPool6(func(c *c6, _ *sp) { *c = v1alpha1.IPv6Config{} }), field: "spec.ipv6Config.cidr", schema: true},
+		{name: "no IPv4 half and an empty IPv6 one", obj: newPool6(func(c *c6, _ *sp) { *c = v1alpha1.IPv6Config{} }), field: "spec.ipv6Config.serverIP", schema: true},
 		{name: "update excludes an allocated IPv6 address", op: "update", obj: func() client.Object {
 			p := dualPool()
 			p.Spec.IPv6Config.Pool.Exclude = ex("fd00:60::150", "fd00:60:0::120")
