@@ -97,6 +97,33 @@ func noDAD(t *testing.T, l *link) {
 	}
 }
 
+// waitLinkLocal waits until the client's interface has its link-local
+// address again (setClientMAC flushes it): dhclient -6 exits at once
+// without one.
+func waitLinkLocal(t *testing.T, l *link) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out := run(t, "ip", "-n", l.cliNS, "-6", "addr", "show", "dev", l.cliIf, "scope", "link")
+		if strings.Contains(out, "fe80::") && !strings.Contains(out, "tentative") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no link-local address on %s after 10s:\n%s", l.cliIf, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// setClientMAC6 is setClientMAC for an IPv6 client: the kernel must make
+// the link-local address again (dhcpcd turns that off while it runs).
+func setClientMAC6(t *testing.T, l *link, mac string) {
+	t.Helper()
+	run(t, "ip", "netns", "exec", l.cliNS, "sysctl", "-qw", "net.ipv6.conf."+l.cliIf+".addr_gen_mode=0")
+	l.setClientMAC(t, mac)
+	waitLinkLocal(t, l)
+}
+
 var dhclient6 = func(t *testing.T, l *link, dir string) error {
 	hook := filepath.Join(dir, "hook.sh")
 	events := filepath.Join(dir, "events")
@@ -107,7 +134,11 @@ var dhclient6 = func(t *testing.T, l *link, dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// -D LL: a DUID-LL of the NIC's MAC, so no DUID from an earlier run is reused.
-	out, err := runIn(ctx, l.cliNS, "dhclient", "-6", "-1", "-v", "-D", "LL", "-sf", hook, "-lf", filepath.Join(dir, "dhclient6.leases"),
+	conf := filepath.Join(dir, "dhclient6.conf") // give up after 10 s, not 60: an unknown MAC gets silence
+	if err := os.WriteFile(conf, []byte("timeout 10;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runIn(ctx, l.cliNS, "dhclient", "-6", "-1", "-v", "-D", "LL", "-cf", conf, "-sf", hook, "-lf", filepath.Join(dir, "dhclient6.leases"),
 		"-pf", filepath.Join(dir, "dhclient.pid"), l.cliIf).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("dhclient -6: %w\n%s", err, out)
@@ -170,7 +201,7 @@ func TestDHCPv6Clients(t *testing.T) {
 		start func(*testing.T, *link, string) error
 	}{{"dhclient", dhclient6}, {"dhcpcd", dhcpcd6}} {
 		t.Run(c.name, func(t *testing.T) {
-			l.setClientMAC(t, macs[c.name])
+			setClientMAC6(t, l, macs[c.name])
 			dir := t.TempDir()
 			defer stopDHClient(dir)
 			if err := c.start(t, l, dir); err != nil {
@@ -188,7 +219,7 @@ func TestDHCPv6Clients(t *testing.T) {
 	}
 
 	t.Run("unknown MAC gets nothing", func(t *testing.T) {
-		l.setClientMAC(t, "02:00:00:00:00:99")
+		setClientMAC6(t, l, "02:00:00:00:00:99")
 		dir := t.TempDir()
 		defer stopDHClient(dir)
 		if err := dhclient6(t, l, dir); err == nil {
@@ -198,8 +229,8 @@ func TestDHCPv6Clients(t *testing.T) {
 
 	// The address moves to another MAC: the client renewing it is told to
 	// drop it (lifetime 0) and gets none of someone else's.
-	t.Run("address moved away", func(t *testing.T) {
-		l.setClientMAC(t, macs["dhclient"])
+	t.Run("a client whose address moved gets the new one", func(t *testing.T) {
+		setClientMAC6(t, l, macs["dhclient"])
 		dir := t.TempDir()
 		defer stopDHClient(dir)
 		if err := dhclient6(t, l, dir); err != nil {
