@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -61,9 +62,9 @@ func generatedConfig(pool *v1alpha1.IPPool) (string, error) {
 	})
 }
 
-// desiredPod is the agent pod of pool, for the given config content hash and
-// the NAD's cluster network ("" when it has none).
-func (o AgentOptions) desiredPod(pool *v1alpha1.IPPool, configHash, clusterNetwork, image string) (*corev1.Pod, error) {
+// desiredPod is the agent pod of pool, for the given config content hash,
+// on the pool's NAD.
+func (o AgentOptions) desiredPod(pool *v1alpha1.IPPool, configHash string, nad *nadv1.NetworkAttachmentDefinition, image string) (*corev1.Pod, error) {
 	nsName, nadName, err := splitNetwork(pool.Spec.NetworkName)
 	if err != nil {
 		return nil, err
@@ -92,10 +93,13 @@ func (o AgentOptions) desiredPod(pool *v1alpha1.IPPool, configHash, clusterNetwo
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        AgentPodName(pool),
-			Namespace:   o.Namespace,
-			Labels:      agentLabels(pool),
-			Annotations: map[string]string{AnnotationMultus: string(multus), AnnotationConfigHash: configHash},
+			Name:      AgentPodName(pool),
+			Namespace: o.Namespace,
+			Labels:    agentLabels(pool),
+			Annotations: map[string]string{AnnotationMultus: string(multus), AnnotationConfigHash: configHash,
+				// The CNI config is read when the pod's network is set up, so
+				// a change of the bridge or VLAN needs a new pod.
+				AnnotationNetworkHash: agentconfig.Hash(nad.Spec.Config)},
 		},
 		Spec: corev1.PodSpec{
 			ServiceAccountName: o.ServiceAccount,
@@ -138,7 +142,7 @@ func (o AgentOptions) desiredPod(pool *v1alpha1.IPPool, configHash, clusterNetwo
 			},
 		},
 	}
-	if clusterNetwork != "" {
+	if clusterNetwork := nad.Labels[LabelClusterNetwork]; clusterNetwork != "" {
 		pod.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
 			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
 				MatchExpressions: []corev1.NodeSelectorRequirement{{

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
 )
 
 var (
@@ -105,8 +106,8 @@ func BenchmarkIPPoolSize10k(b *testing.B) {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				var ip string
-				if err := ctl.store.Do(context.Background(), pk, AllocateOp(macOf(i), "", &ip)); err != nil {
+				var g ipam.Grant
+				if err := ctl.store.DoAllocate(context.Background(), pk, AllocateOp(macOf(i), "", "", &g)); err != nil {
 					b.Errorf("allocate %d: %v", i, err)
 				}
 			})

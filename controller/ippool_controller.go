@@ -92,7 +92,7 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		if !conditionIs(pool.Status.Conditions, v1alpha1.Registered, corev1.ConditionFalse, ReasonNetworkTaken) {
 			r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ReasonNetworkTaken, "Register", msg)
 		}
-		if err := r.removeAgent(ctx, pool); err != nil {
+		if _, err := r.removeAgentPods(ctx, pool, "the pool is not registered"); err != nil {
 			return ctrl.Result{}, err
 		}
 		r.Store.Forget(req.NamespacedName)
@@ -136,13 +136,23 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	var result ctrl.Result
 	switch {
 	case pool.IsPaused():
-		if err := r.removeAgent(ctx, pool); err != nil {
+		// The agent stops; its ConfigMap stays, with the user's edits.
+		wait, err := r.removeAgentPods(ctx, pool, "the pool is paused")
+		if err != nil {
 			return ctrl.Result{}, err
 		}
+		result.RequeueAfter = wait
 		conds = append(conds,
 			condUpdate{v1alpha1.Stopped, corev1.ConditionTrue, ReasonPaused, "spec.paused is true"},
 			condUpdate{v1alpha1.AgentReady, corev1.ConditionFalse, ReasonPaused, "the pool is paused"})
 	case nad == nil:
+		// No network to attach to: the agent would serve a network that is
+		// no longer defined. The NAD watch brings it back with the NAD.
+		wait, err := r.removeAgentPods(ctx, pool, "its network attachment definition is gone")
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		result.RequeueAfter = wait
 		conds = append(conds,
 			condUpdate{v1alpha1.Stopped, corev1.ConditionFalse, ReasonRunning, ""},
 			condUpdate{v1alpha1.AgentReady, corev1.ConditionFalse, ReasonNetworkMissing, "no network to attach the agent to"})
@@ -152,7 +162,7 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		pod, res, err := r.ensurePod(ctx, pool, hash, nad.Labels[LabelClusterNetwork])
+		pod, res, err := r.ensurePod(ctx, pool, hash, nad)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -171,8 +181,14 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	err = r.Store.Do(ctx, req.NamespacedName, func(p *v1alpha1.IPPool, _ *ipam.Pool) error {
 		setConds(p, conds...)
-		if !equality.Semantic.DeepEqual(p.Status.AgentPodRef, podRef) {
-			p.Status.AgentPodRef = podRef
+		ref := podRef
+		if ref == nil && p.Status.AgentPodRef != nil && p.Status.AgentPodRef.Image != "" {
+			// No pod now: keep the image the agent last ran, which a held
+			// upgrade runs again (agentImage).
+			ref = &v1alpha1.PodReference{Image: p.Status.AgentPodRef.Image}
+		}
+		if !equality.Semantic.DeepEqual(p.Status.AgentPodRef, ref) {
+			p.Status.AgentPodRef = ref
 		}
 		return nil
 	})
@@ -202,7 +218,12 @@ func (r *IPPoolReconciler) updatePoolMetrics(pool *v1alpha1.IPPool) {
 func (r *IPPoolReconciler) finalize(ctx context.Context, pool *v1alpha1.IPPool) error {
 	key := types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}
 	r.Store.Forget(key)
-	if err := r.removeAgent(ctx, pool); err != nil {
+	// Pods still terminating are not waited for: the pool's deletion must
+	// not hang on a node.
+	if _, err := r.removeAgentPods(ctx, pool, "the pool is deleted"); err != nil {
+		return err
+	}
+	if err := r.removeAgentConfigs(ctx, pool); err != nil {
 		return err
 	}
 	if err := r.unregisterNAD(ctx, pool); err != nil {
@@ -294,34 +315,174 @@ func (r *IPPoolReconciler) unregisterNAD(ctx context.Context, pool *v1alpha1.IPP
 	return nil
 }
 
-// removeAgent deletes the pool's agent pod and ConfigMap, if any.
-func (r *IPPoolReconciler) removeAgent(ctx context.Context, pool *v1alpha1.IPPool) error {
-	for _, obj := range []client.Object{
-		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: r.Agent.Namespace, Name: AgentPodName(pool)}},
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: r.Agent.Namespace, Name: AgentConfigMapName(pool)}},
-	} {
-		err := r.Delete(ctx, obj)
-		if err == nil {
-			r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, "AgentRemoved", "RemoveAgent",
-				"removed %T %s/%s", obj, obj.GetNamespace(), obj.GetName())
+// agentPods lists the pool's agent pods by label, so that pods named by an
+// older version of the controller are found too.
+func (r *IPPoolReconciler) agentPods(ctx context.Context, pool *v1alpha1.IPPool) ([]corev1.Pod, error) {
+	var list corev1.PodList
+	if err := r.List(ctx, &list, client.InNamespace(r.Agent.Namespace), client.MatchingLabels(agentLabels(pool))); err != nil {
+		return nil, fmt.Errorf("list agent pods of ippool %s/%s: %w", pool.Namespace, pool.Name, err)
+	}
+	return list.Items, nil
+}
+
+// agentConfigMaps lists the pool's agent ConfigMaps by label.
+func (r *IPPoolReconciler) agentConfigMaps(ctx context.Context, pool *v1alpha1.IPPool) ([]corev1.ConfigMap, error) {
+	var list corev1.ConfigMapList
+	if err := r.List(ctx, &list, client.InNamespace(r.Agent.Namespace), client.MatchingLabels(agentLabels(pool))); err != nil {
+		return nil, fmt.Errorf("list agent configs of ippool %s/%s: %w", pool.Namespace, pool.Name, err)
+	}
+	return list.Items, nil
+}
+
+// removeAgentPods deletes the pool's agent pods and says when to look
+// again while some are still terminating (0 when none is left). The
+// ConfigMap stays: it may hold the user's config, which a paused pool or a
+// pool whose network comes back must keep.
+func (r *IPPoolReconciler) removeAgentPods(ctx context.Context, pool *v1alpha1.IPPool, why string) (time.Duration, error) {
+	pods, err := r.agentPods(ctx, pool)
+	if err != nil {
+		return 0, err
+	}
+	var wait time.Duration
+	name := AgentPodName(pool)
+	if !slices.ContainsFunc(pods, func(p corev1.Pod) bool { return p.Name == name }) {
+		// Not in the cache (yet): a pod created just now must not be left behind.
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: r.Agent.Namespace, Name: name}}
+		if err := r.Delete(ctx, pod); err == nil {
+			r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, "AgentRemoved", "RemoveAgent", "deleting agent pod %s/%s: %s", pod.Namespace, name, why)
+			wait = time.Second
 		} else if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("remove agent of ippool %s/%s: %w", pool.Namespace, pool.Name, err)
+			return 0, fmt.Errorf("delete agent pod %s/%s of ippool %s/%s: %w", pod.Namespace, name, pool.Namespace, pool.Name, err)
 		}
+	}
+	for i := range pods {
+		w, err := r.retirePod(ctx, pool, &pods[i], "AgentRemoved", why)
+		if err != nil {
+			return 0, err
+		}
+		wait = minWait(wait, w)
+	}
+	return wait, nil
+}
+
+// removeAgentConfigs deletes the pool's agent ConfigMaps (the pool is gone).
+func (r *IPPoolReconciler) removeAgentConfigs(ctx context.Context, pool *v1alpha1.IPPool) error {
+	cms, err := r.agentConfigMaps(ctx, pool)
+	if err != nil {
+		return err
+	}
+	name := AgentConfigMapName(pool)
+	if !slices.ContainsFunc(cms, func(c corev1.ConfigMap) bool { return c.Name == name }) {
+		// Not in the cache (yet), maybe just created.
+		cms = append(cms, corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: r.Agent.Namespace, Name: name}})
+	}
+	for i := range cms {
+		if err := r.Delete(ctx, &cms[i]); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("remove agent config %s/%s of ippool %s/%s: %w", cms[i].Namespace, cms[i].Name, pool.Namespace, pool.Name, err)
+		}
+		r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, "AgentRemoved", "RemoveAgent",
+			"removed ConfigMap %s/%s", cms[i].Namespace, cms[i].Name)
 	}
 	return nil
 }
 
+// retirePod deletes pod (why says for what) and, while it terminates, says
+// when to look again. A pod whose node is gone or has been NotReady for the
+// node grace period is force-deleted: no kubelet will ever confirm its
+// graceful delete, and until it is gone the pool has no agent.
+func (r *IPPoolReconciler) retirePod(ctx context.Context, pool *v1alpha1.IPPool, pod *corev1.Pod, reason, why string) (time.Duration, error) {
+	down, wait, err := r.nodeDown(ctx, pod.Spec.NodeName)
+	if err != nil {
+		return 0, err
+	}
+	key := client.ObjectKeyFromObject(pod)
+	opts := []client.DeleteOption{client.Preconditions{UID: &pod.UID}}
+	switch {
+	case down != "":
+		opts = append(opts, client.GracePeriodSeconds(0))
+		why = fmt.Sprintf("%s (forced: %s)", why, down)
+	case !pod.DeletionTimestamp.IsZero():
+		// The kubelet is finishing it (the delete event brings us back), or
+		// its node may still come back: look again when the grace is over.
+		if wait == 0 {
+			wait = terminatingRecheck
+		}
+		return wait, nil
+	}
+	if err := r.Delete(ctx, pod, opts...); err != nil {
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return time.Second, nil
+		}
+		return 0, fmt.Errorf("delete agent pod %s of ippool %s/%s: %w", key, pool.Namespace, pool.Name, err)
+	}
+	r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, reason, "RemoveAgent", "deleting agent pod %s: %s", key, why)
+	return time.Second, nil
+}
+
+// terminatingRecheck is how often a terminating agent pod on a ready node is
+// looked at again (its deletion also wakes the pool).
+const terminatingRecheck = 5 * time.Second
+
+// nodeDown says why the node is to be considered dead ("" if it is not),
+// and otherwise how long until it would be (0: not counting down). A pod
+// not bound to a node has no kubelet to wait for either, but the apiserver
+// deletes such pods at once, so it needs no force.
+func (r *IPPoolReconciler) nodeDown(ctx context.Context, nodeName string) (string, time.Duration, error) {
+	if nodeName == "" {
+		return "", 0, nil
+	}
+	node := &corev1.Node{}
+	if err := r.Get(ctx, types.NamespacedName{Name: nodeName}, node); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Sprintf("node %s is gone", nodeName), 0, nil
+		}
+		return "", 0, fmt.Errorf("get node %s of agent pod: %w", nodeName, err)
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type != corev1.NodeReady || c.Status == corev1.ConditionTrue {
+			continue
+		}
+		down := time.Since(c.LastTransitionTime.Time)
+		if down >= r.NodeGracePeriod {
+			return fmt.Sprintf("node %s is not ready for %s", node.Name, down.Round(time.Second)), 0, nil
+		}
+		return "", r.NodeGracePeriod - down + time.Second, nil
+	}
+	return "", 0, nil
+}
+
+func minWait(a, b time.Duration) time.Duration {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
+}
+
 // ensureConfigMap makes sure the pool's ConfigMap exists and returns the
 // hash of its current content. Content the controller did not generate is
-// the user's and is kept.
+// the user's and is kept, also across a rename of the ConfigMap by an
+// upgrade of the controller.
 func (r *IPPoolReconciler) ensureConfigMap(ctx context.Context, pool *v1alpha1.IPPool) (string, error) {
 	gen, err := generatedConfig(pool)
 	if err != nil {
 		return "", err
 	}
 	genHash := agentconfig.Hash(gen)
-	cm := &corev1.ConfigMap{}
 	key := types.NamespacedName{Namespace: r.Agent.Namespace, Name: AgentConfigMapName(pool)}
+	all, err := r.agentConfigMaps(ctx, pool)
+	if err != nil {
+		return "", err
+	}
+	var legacy []corev1.ConfigMap
+	for _, c := range all {
+		if c.Name != key.Name {
+			legacy = append(legacy, c)
+		}
+	}
+	cm := &corev1.ConfigMap{}
 	if err := r.Get(ctx, key, cm); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return "", fmt.Errorf("get agent config %s: %w", key, err)
@@ -331,11 +492,31 @@ func (r *IPPoolReconciler) ensureConfigMap(ctx context.Context, pool *v1alpha1.I
 				Annotations: map[string]string{AnnotationGeneratedHash: genHash}},
 			Data: map[string]string{ConfigKey: gen},
 		}
+		// A ConfigMap under the name an older controller gave it, edited by
+		// the user: its content carries over.
+		var from string
+		for _, old := range legacy {
+			if c, ok := old.Data[ConfigKey]; ok && agentconfig.Hash(c) != old.Annotations[AnnotationGeneratedHash] {
+				cm.Data[ConfigKey] = c
+				cm.Annotations[AnnotationUserHash] = agentconfig.Hash(c)
+				from = old.Name
+				break
+			}
+		}
 		if err := r.Create(ctx, cm); err != nil {
 			return "", fmt.Errorf("create agent config %s: %w", key, err)
 		}
-		r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, "ConfigGenerated", "DeployAgent", "generated agent config %s", key)
-		return genHash, nil
+		if from != "" {
+			r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, "ConfigCarriedOver", "DeployAgent",
+				"agent config %s is now %s; the user's content is kept", from, key)
+		} else {
+			r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, "ConfigGenerated", "DeployAgent", "generated agent config %s", key)
+		}
+	}
+	for i := range legacy {
+		if err := r.Delete(ctx, &legacy[i]); err != nil && !apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("remove renamed agent config %s/%s: %w", legacy[i].Namespace, legacy[i].Name, err)
+		}
 	}
 	content := cm.Data[ConfigKey]
 	h := agentconfig.Hash(content)
@@ -355,6 +536,9 @@ func (r *IPPoolReconciler) ensureConfigMap(ctx context.Context, pool *v1alpha1.I
 	case h == cm.Annotations[AnnotationGeneratedHash]:
 		// Ours: keep it current with what we generate now.
 		if h != genHash {
+			if cm.Data == nil {
+				cm.Data = map[string]string{}
+			}
 			cm.Data[ConfigKey] = gen
 			cm.Annotations[AnnotationGeneratedHash] = genHash
 			h = genHash
@@ -373,28 +557,60 @@ func (r *IPPoolReconciler) ensureConfigMap(ctx context.Context, pool *v1alpha1.I
 	return h, nil
 }
 
+// agentImage is the image the pool's agent is to run. With the hold
+// annotation it is the image the agent runs now, or, while there is no pod
+// (recreated after a config edit, node death, eviction, pause), the one it
+// last ran, recorded in status.agentPodRef.image as Harvester does.
+func (r *IPPoolReconciler) agentImage(pool *v1alpha1.IPPool, pod *corev1.Pod) string {
+	if pool.Annotations[AnnotationHoldUpgrade] != "true" {
+		return r.Agent.Image
+	}
+	if pod != nil && len(pod.Spec.Containers) > 0 {
+		return pod.Spec.Containers[0].Image
+	}
+	if ref := pool.Status.AgentPodRef; ref != nil && ref.Image != "" {
+		return ref.Image
+	}
+	return r.Agent.Image
+}
+
 // ensurePod makes sure the agent pod exists and matches what it should run.
-// A pod that must change is deleted; the delete event brings the next
-// reconcile, which creates the new one. It returns nil while no pod exists.
-func (r *IPPoolReconciler) ensurePod(ctx context.Context, pool *v1alpha1.IPPool, configHash, clusterNetwork string) (*corev1.Pod, ctrl.Result, error) {
+// A pod that must change is deleted, and the new one is created only when
+// the old one is gone (both would claim the server IP); the delete event
+// brings the next reconcile. It returns nil while no pod exists.
+func (r *IPPoolReconciler) ensurePod(ctx context.Context, pool *v1alpha1.IPPool, configHash string, nad *nadv1.NetworkAttachmentDefinition) (*corev1.Pod, ctrl.Result, error) {
 	key := types.NamespacedName{Namespace: r.Agent.Namespace, Name: AgentPodName(pool)}
+	pods, err := r.agentPods(ctx, pool)
+	if err != nil {
+		return nil, ctrl.Result{}, err
+	}
+	// Pods under another name (an older controller's) go first.
+	var wait time.Duration
+	for i := range pods {
+		if pods[i].Name != key.Name {
+			w, err := r.retirePod(ctx, pool, &pods[i], "AgentRedeploy", "the agent's name is now "+key.Name)
+			if err != nil {
+				return nil, ctrl.Result{}, err
+			}
+			wait = minWait(wait, w)
+		}
+	}
+	if wait != 0 {
+		return nil, ctrl.Result{RequeueAfter: wait}, nil
+	}
 	pod := &corev1.Pod{}
-	found := true
 	if err := r.Get(ctx, key, pod); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return nil, ctrl.Result{}, fmt.Errorf("get agent pod %s: %w", key, err)
 		}
-		found = false
+		pod = nil
 	}
-	image := r.Agent.Image
-	if found && pool.Annotations[AnnotationHoldUpgrade] == "true" && len(pod.Spec.Containers) > 0 {
-		image = pod.Spec.Containers[0].Image
-	}
-	desired, err := r.Agent.desiredPod(pool, configHash, clusterNetwork, image)
+	image := r.agentImage(pool, pod)
+	desired, err := r.Agent.desiredPod(pool, configHash, nad, image)
 	if err != nil {
 		return nil, ctrl.Result{}, err
 	}
-	if !found {
+	if pod == nil {
 		if err := r.Create(ctx, desired); err != nil {
 			if apierrors.IsAlreadyExists(err) {
 				return nil, ctrl.Result{RequeueAfter: time.Second}, nil
@@ -405,61 +621,45 @@ func (r *IPPoolReconciler) ensurePod(ctx context.Context, pool *v1alpha1.IPPool,
 		return desired, ctrl.Result{}, nil
 	}
 	if !pod.DeletionTimestamp.IsZero() {
-		return nil, ctrl.Result{RequeueAfter: 2 * time.Second}, nil
+		// Being deleted (by us, a drain, an eviction): replaced once gone.
+		w, err := r.retirePod(ctx, pool, pod, "AgentRedeploy", "it is terminating")
+		if err != nil {
+			return nil, ctrl.Result{}, err
+		}
+		return nil, ctrl.Result{RequeueAfter: w}, nil
 	}
-	reason, force, wait, err := r.replaceReason(ctx, pod, desired, image)
-	if err != nil {
+	reason := replaceReason(pod, desired, image)
+	if reason == "" {
+		down, wait, err := r.nodeDown(ctx, pod.Spec.NodeName)
+		if err != nil {
+			return nil, ctrl.Result{}, err
+		}
+		if down == "" {
+			return pod, ctrl.Result{RequeueAfter: wait}, nil
+		}
+		reason = down
+	}
+	if _, err := r.retirePod(ctx, pool, pod, "AgentRedeploy", "redeploying: "+reason); err != nil {
 		return nil, ctrl.Result{}, err
 	}
-	if reason == "" {
-		return pod, ctrl.Result{RequeueAfter: wait}, nil
-	}
-	opts := []client.DeleteOption{client.Preconditions{UID: &pod.UID}}
-	if force {
-		// The node is gone or dead: no kubelet will ever confirm a graceful delete.
-		opts = append(opts, client.GracePeriodSeconds(0))
-	}
-	if err := r.Delete(ctx, pod, opts...); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		return nil, ctrl.Result{}, fmt.Errorf("delete agent pod %s to redeploy it: %w", key, err)
-	}
-	r.Recorder.Eventf(pool, nil, corev1.EventTypeNormal, "AgentRedeploy", "DeployAgent", "redeploying agent pod %s: %s", key, reason)
 	return nil, ctrl.Result{RequeueAfter: time.Second}, nil
 }
 
-// replaceReason says why pod must be replaced ("" if not), whether the
-// delete must be forced, and otherwise when to look again.
-func (r *IPPoolReconciler) replaceReason(ctx context.Context, pod, desired *corev1.Pod, image string) (string, bool, time.Duration, error) {
+// replaceReason says why pod must be replaced by desired ("" if not).
+func replaceReason(pod, desired *corev1.Pod, image string) string {
 	switch {
 	case pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded:
-		return fmt.Sprintf("pod is %s", pod.Status.Phase), false, 0, nil
+		return fmt.Sprintf("pod is %s", pod.Status.Phase)
 	case pod.Annotations[AnnotationConfigHash] != desired.Annotations[AnnotationConfigHash]:
-		return "config changed", false, 0, nil
+		return "config changed"
+	case pod.Annotations[AnnotationNetworkHash] != desired.Annotations[AnnotationNetworkHash]:
+		return "network attachment config changed"
 	case pod.Annotations[AnnotationSpecHash] != desired.Annotations[AnnotationSpecHash]:
-		return "pod spec changed", false, 0, nil
+		return "pod spec changed"
 	case len(pod.Spec.Containers) == 0 || pod.Spec.Containers[0].Image != image:
-		return fmt.Sprintf("image changed to %s", image), false, 0, nil
+		return fmt.Sprintf("image changed to %s", image)
 	}
-	if pod.Spec.NodeName == "" {
-		return "", false, 0, nil
-	}
-	node := &corev1.Node{}
-	if err := r.Get(ctx, types.NamespacedName{Name: pod.Spec.NodeName}, node); err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Sprintf("node %s is gone", pod.Spec.NodeName), true, 0, nil
-		}
-		return "", false, 0, fmt.Errorf("get node %s of agent pod: %w", pod.Spec.NodeName, err)
-	}
-	for _, c := range node.Status.Conditions {
-		if c.Type != corev1.NodeReady || c.Status == corev1.ConditionTrue {
-			continue
-		}
-		down := time.Since(c.LastTransitionTime.Time)
-		if down >= r.NodeGracePeriod {
-			return fmt.Sprintf("node %s is not ready for %s", node.Name, down.Round(time.Second)), true, 0, nil
-		}
-		return "", false, r.NodeGracePeriod - down + time.Second, nil
-	}
-	return "", false, 0, nil
+	return ""
 }
 
 func podReady(pod *corev1.Pod) bool {

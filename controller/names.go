@@ -29,6 +29,9 @@ const (
 
 	// AnnotationConfigHash on the agent pod: hash of the config it was started with.
 	AnnotationConfigHash = "network.harvesterhci.io/agent-config-hash"
+	// AnnotationNetworkHash on the agent pod: hash of the NAD's CNI config
+	// the pod's network was set up with.
+	AnnotationNetworkHash = "network.harvesterhci.io/network-config-hash"
 	// AnnotationSpecHash on the agent pod: hash of the rest of its desired spec.
 	AnnotationSpecHash = "network.harvesterhci.io/agent-spec-hash"
 	// AnnotationGeneratedHash on the ConfigMap: hash of the content the
@@ -50,24 +53,34 @@ const (
 	maxPodNameLength = 63
 )
 
-// AgentPodName is <pool-namespace>-<pool-name>-agent, shortened with a hash
-// of the full name when longer than a pod name may be.
-func AgentPodName(pool *v1alpha1.IPPool) string {
-	return shorten(pool.Namespace+"-"+pool.Name+"-agent", maxPodNameLength)
-}
+// AgentPodName is the name of a pool's agent pod: <base>-agent, where base
+// is a readable prefix of <pool-namespace>-<pool-name> and a hash of
+// namespace/name. The hash is what makes the name unique per pool: without
+// it default-prod/net and default/prod-net would share one agent. At most
+// 56 characters, a valid DNS label.
+func AgentPodName(pool *v1alpha1.IPPool) string { return agentBaseName(pool) + "-agent" }
 
-// AgentConfigMapName is <pool-namespace>-<pool-name>-agent-config.
-func AgentConfigMapName(pool *v1alpha1.IPPool) string {
-	return shorten(pool.Namespace+"-"+pool.Name+"-agent-config", 253)
-}
+// AgentConfigMapName is the name of a pool's CoreDHCP ConfigMap,
+// <base>-agent-config: at most 63 characters, a valid DNS label.
+func AgentConfigMapName(pool *v1alpha1.IPPool) string { return agentBaseName(pool) + "-agent-config" }
 
-func shorten(name string, max int) string {
-	if len(name) <= max {
-		return name
+const (
+	agentNameHashLen = 10 // hex digits: 40 bits, no collision in any real cluster
+	// agentBaseMax leaves room for the longest suffix, "-agent-config".
+	agentBaseMax = maxPodNameLength - len("-agent-config")
+)
+
+// agentBaseName is <prefix>-<hash>: the prefix is <ns>-<name> with dots
+// (allowed in pool names, not in DNS labels) made dashes, cut so that the
+// whole fits in agentBaseMax.
+func agentBaseName(pool *v1alpha1.IPPool) string {
+	sum := sha256.Sum256([]byte(pool.Namespace + "/" + pool.Name))
+	hash := hex.EncodeToString(sum[:])[:agentNameHashLen]
+	prefix := strings.ReplaceAll(pool.Namespace+"-"+pool.Name, ".", "-")
+	if limit := agentBaseMax - 1 - len(hash); len(prefix) > limit {
+		prefix = prefix[:limit]
 	}
-	sum := sha256.Sum256([]byte(name))
-	suffix := hex.EncodeToString(sum[:])[:8]
-	return strings.TrimRight(name[:max-len(suffix)-1], "-.") + "-" + suffix
+	return strings.TrimRight(prefix, "-") + "-" + hash
 }
 
 // agentLabels are the labels of a pool's agent pod and ConfigMap.

@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -20,14 +22,18 @@ import (
 // it lost its lease); the sweep is the backstop that makes such a leak
 // temporary.
 //
-// It is safe against allocations racing with it because of the order of its
-// reads: the pool is read first, then the VMNetCfgs, both uncached (quorum
-// reads). An allocation is only ever made for a VMNetCfg that already
-// exists, so any (address, MAC) entry present in the earlier pool read whose
-// MAC no VMNetCfg lists in the later read has lost its owner for good. Only
-// those exact pairs are released, through the pool store (optimistic
-// concurrency), so an address re-allocated in between to another MAC is left
-// alone.
+// It never frees a live allocation. The pool is read first, then the
+// VMNetCfgs, both uncached (quorum reads). An allocation is only ever made
+// for a VMNetCfg that already exists, and records that VMNetCfg's UID (its
+// owner) in status.ipv4.owners, so an entry present in the earlier pool read
+// whose owner is not among the later list has lost its owner for good.
+// Only that exact (address, MAC, owner) entry is released, compared against
+// the pool store's current view (and written with optimistic concurrency):
+// if the VMNetCfg was deleted and another one with the same MAC got the same
+// address in between, the entry's owner differs and it is left alone.
+// Entries recorded without an owner (by Harvester's controller) are orphans
+// when no VMNetCfg lists their MAC on the network; once a VMNetCfg claims
+// such an entry it becomes its owner, so the same comparison protects it.
 type OrphanSweeper struct {
 	Reader   client.Reader // uncached
 	Store    *PoolStore
@@ -61,7 +67,7 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (int, error) {
 	if err := s.Reader.List(ctx, &cfgs); err != nil {
 		return 0, fmt.Errorf("list vmnetcfgs: %w", err)
 	}
-	owned := OwnedMACs(cfgs.Items)
+	owned := OwnedNICs(cfgs.Items)
 	released := 0
 	for i := range pools.Items {
 		p := &pools.Items[i]
@@ -73,12 +79,12 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (int, error) {
 		var freed []string
 		err := s.Store.DoDual(ctx, key, func(_ *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
 			freed = freed[:0] // the op is applied again after a write conflict
-			for ip, mac := range orphans {
+			for _, o := range orphans {
 				if am == nil { // IPv6-only pool: no IPv4 entries to release
 					break
 				}
-				if owner, ok := am.Owner(ip); ok && owner == mac && am.Release(ip) == nil {
-					freed = append(freed, ip+"="+mac)
+				if am.ReleaseExact(o.IP, o.MAC, o.Owner) {
+					freed = append(freed, o.IP+"="+o.MAC)
 				}
 			}
 			freed = append(freed, releaseOrphans6(am6, orphans6)...)
@@ -95,45 +101,56 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (int, error) {
 	return released, nil
 }
 
-// OwnedMACs maps each network to the MACs that some VMNetCfg lists for it,
-// in its spec or its status. A VMNetCfg being deleted still owns its MACs:
-// its finalizer releases them.
-func OwnedMACs(cfgs []v1alpha1.VirtualMachineNetworkConfig) map[string]map[string]bool {
-	owned := map[string]map[string]bool{}
-	add := func(network, ns, mac string) {
-		n := normalizeNetwork(network, ns)
-		if owned[n] == nil {
-			owned[n] = map[string]bool{}
-		}
-		owned[n][ipam.NormalizeMAC(mac)] = true
+// NIC is a MAC on a network, and the UID of a VMNetCfg that lists it.
+type NIC struct{ Network, MAC, Owner string }
+
+// Owned is what the VMNetCfgs list: each (network, MAC, owner UID), and each
+// (network, MAC) with any owner.
+type Owned map[NIC]bool
+
+// OwnedNICs collects the NICs that the VMNetCfgs list, in their spec or
+// their status. A VMNetCfg being deleted still owns its NICs: its finalizer
+// releases them.
+func OwnedNICs(cfgs []v1alpha1.VirtualMachineNetworkConfig) Owned {
+	owned := Owned{}
+	add := func(network, ns, mac, uid string) {
+		n := NIC{Network: normalizeNetwork(network, ns), MAC: ipam.NormalizeMAC(mac)}
+		owned[n] = true
+		n.Owner = uid
+		owned[n] = true
 	}
 	for i := range cfgs {
 		c := &cfgs[i]
 		for _, nc := range c.Spec.NetworkConfigs {
-			add(nc.NetworkName, c.Namespace, nc.MACAddress)
+			add(nc.NetworkName, c.Namespace, nc.MACAddress, ownerToken(c.UID))
 		}
 		for _, st := range c.Status.NetworkConfigs {
-			add(st.NetworkName, c.Namespace, st.MACAddress)
+			add(st.NetworkName, c.Namespace, st.MACAddress, ownerToken(c.UID))
 		}
 	}
 	return owned
 }
 
-// Orphans returns the allocations (address -> MAC) of pool whose MAC no
-// VMNetCfg owns on the pool's network. Marks are never orphans.
-func Orphans(pool *v1alpha1.IPPool, owned map[string]map[string]bool) map[string]string {
+// Orphan is an allocation of a pool that no VMNetCfg owns.
+type Orphan struct{ IP, MAC, Owner string }
+
+// Orphans returns the allocations of pool whose owner no longer lists their
+// MAC on the pool's network (for entries without a recorded owner: whose
+// MAC no VMNetCfg lists there). Marks are never orphans.
+func Orphans(pool *v1alpha1.IPPool, owned Owned) []Orphan {
 	if pool.Status.IPv4 == nil {
 		return nil
 	}
-	out := map[string]string{}
-	macs := owned[pool.Spec.NetworkName]
+	var out []Orphan
 	for ip, mac := range pool.Status.IPv4.Allocated {
 		if mac == ipam.MarkExcluded || mac == ipam.MarkReserved {
 			continue
 		}
-		if !macs[ipam.NormalizeMAC(mac)] {
-			out[ip] = mac
+		n := NIC{Network: pool.Spec.NetworkName, MAC: ipam.NormalizeMAC(mac), Owner: pool.Status.IPv4.Owners[ip]}
+		if !owned[n] {
+			out = append(out, Orphan{IP: ip, MAC: n.MAC, Owner: n.Owner})
 		}
 	}
+	slices.SortFunc(out, func(a, b Orphan) int { return strings.Compare(a.IP, b.IP) })
 	return out
 }

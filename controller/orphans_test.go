@@ -15,23 +15,28 @@ import (
 
 func TestOrphans(t *testing.T) {
 	cfgs := []v1alpha1.VirtualMachineNetworkConfig{
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "vms", Name: "a"},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "vms", Name: "a", UID: "uid-a"},
 			Spec: v1alpha1.VirtualMachineNetworkConfigSpec{NetworkConfigs: []v1alpha1.NetworkConfig{{NetworkName: "default/net", MACAddress: "02:00:00:00:00:0A"}}}},
 		// Only in the status (a NIC being removed): still owned until released.
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "vms", Name: "b"},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "vms", Name: "b", UID: "uid-b"},
 			Status: v1alpha1.VirtualMachineNetworkConfigStatus{NetworkConfigs: []v1alpha1.NetworkConfigStatus{{NetworkName: "default/net", MACAddress: "02-00-00-00-00-0b"}}}},
 		// Same MAC on another network does not own this pool's entry.
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "vms", Name: "c"},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "vms", Name: "c", UID: "uid-c"},
 			Spec: v1alpha1.VirtualMachineNetworkConfigSpec{NetworkConfigs: []v1alpha1.NetworkConfig{{NetworkName: "default/other", MACAddress: "02:00:00:00:00:0c"}}}},
+		// d lists MAC :0d, but the entry of :0d was made for a deleted VMNetCfg.
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "vms", Name: "d", UID: "uid-d2"},
+			Spec: v1alpha1.VirtualMachineNetworkConfigSpec{NetworkConfigs: []v1alpha1.NetworkConfig{{NetworkName: "default/net", MACAddress: "02:00:00:00:00:0d"}}}},
 	}
 	pool := &v1alpha1.IPPool{Spec: v1alpha1.IPPoolSpec{NetworkName: "default/net"},
 		Status: v1alpha1.IPPoolStatus{IPv4: &v1alpha1.IPv4Status{Allocated: map[string]string{
 			"10.0.0.1": "RESERVED", "10.0.0.5": "EXCLUDED",
 			"10.0.0.10": "02:00:00:00:00:0a", "10.0.0.11": "02:00:00:00:00:0b", "10.0.0.12": "02:00:00:00:00:0c",
-		}}}}
-	got := Orphans(pool, OwnedMACs(cfgs))
-	if len(got) != 1 || got["10.0.0.12"] != "02:00:00:00:00:0c" {
-		t.Fatalf("Orphans = %v; want only 10.0.0.12", got)
+			"10.0.0.13": "02:00:00:00:00:0d",
+		}, Owners: map[string]string{"10.0.0.10": "uid-a", "10.0.0.13": "uid-d1"}}}}
+	got := Orphans(pool, OwnedNICs(cfgs))
+	want := []Orphan{{IP: "10.0.0.12", MAC: "02:00:00:00:00:0c"}, {IP: "10.0.0.13", MAC: "02:00:00:00:00:0d", Owner: "uid-d1"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Orphans = %v; want %v", got, want)
 	}
 }
 

@@ -5,18 +5,19 @@ import (
 	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
 )
 
-// Orphans6 is Orphans for status.ipv6.allocated.
-func Orphans6(pool *v1alpha1.IPPool, owned map[string]map[string]bool) map[string]string {
+// Orphans6 is Orphans for status.ipv6.allocated, whose entries record no
+// owner: an entry is an orphan when no VMNetCfg lists its MAC on the pool's
+// network.
+func Orphans6(pool *v1alpha1.IPPool, owned Owned) map[string]string {
 	if pool.Status.IPv6 == nil {
 		return nil
 	}
 	out := map[string]string{}
-	macs := owned[pool.Spec.NetworkName]
 	for ip, mac := range pool.Status.IPv6.Allocated {
 		if mac == ipam.MarkExcluded || mac == ipam.MarkReserved {
 			continue
 		}
-		if !macs[ipam.NormalizeMAC(mac)] {
+		if !owned[NIC{Network: pool.Spec.NetworkName, MAC: ipam.NormalizeMAC(mac)}] {
 			out[ip] = mac
 		}
 	}

@@ -4,24 +4,41 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
+	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
 
 // ErrPoolGone is returned for operations on a pool that was deleted or whose
 // writer stopped.
 var ErrPoolGone = errors.New("ippool is gone")
+
+// ErrStatusTooLarge is returned for an allocation refused because the pool's
+// status no longer fits in etcd (its write was refused as too large).
+var ErrStatusTooLarge = errors.New("ippool status is too large to record another allocation")
+
+// Reasons of the pool conditions and events the store writes.
+const (
+	ReasonAllocationDropped = "AllocationDropped"
+	ReasonNoneDropped       = "NoneDropped"
+	ReasonStatusTooLarge    = "StatusTooLarge"
+	ReasonStatusFits        = "StatusFits"
+)
 
 // maxBatch bounds how many operations go into one IPPool status write, so a
 // write stays well under the apiserver's request limits.
@@ -39,8 +56,15 @@ type PoolOp func(pool *v1alpha1.IPPool, am *ipam.Pool) error
 type pendingOp struct {
 	apply PoolOp
 	dual  DualOp // set instead of apply by DoDual
-	done  chan error
+	// allocates: the op may grow the status; it is refused (not applied)
+	// while the status is too large, so the releases of its batch go on.
+	allocates bool
+	done      chan error
 }
+
+// DroppedFunc is told, after the write that erased them, of the recorded
+// allocations a rebuild of the pool's IPAM could not keep.
+type DroppedFunc func(pool types.NamespacedName, network string, dropped []ipam.Conflict)
 
 // PoolStore holds the IPAM of every pool and is the only writer of IPPool
 // status in this process. Each pool has one goroutine that takes the
@@ -63,6 +87,16 @@ type PoolStore struct {
 	started chan struct{}
 
 	writes atomic.Int64
+
+	// Optional, set before Start.
+	Recorder  recorder.EventRecorder // events on the pool (dropped allocations, status too large)
+	Metrics   *Metrics               // ippool used/available, refreshed after every write
+	OnDropped DroppedFunc
+	// now is the clock of the quarantine (time.Now).
+	now func() time.Time
+	// testHookQueue, when set, runs in Do between finding the pool and
+	// queueing the operation (tests of the Forget race).
+	testHookQueue func(*poolState)
 }
 
 type poolState struct {
@@ -77,12 +111,17 @@ type poolState struct {
 	am6   *ipam.Pool6      // nil when the pool has no spec.ipv6Config
 	obj   *v1alpha1.IPPool // the pool as last read or written
 	stale bool             // am/obj must be re-read before the next batch
+
+	// Written by the pool's goroutine only.
+	dropped      []ipam.Conflict // recorded allocations the last rebuild could not keep
+	clearDropped bool            // a rebuild for a newer spec dropped nothing
+	tooLarge     bool            // the last write had to refuse allocations
 }
 
 // NewPoolStore returns a store; add it to the manager so it starts.
 func NewPoolStore(c client.Client, reader client.Reader, log logr.Logger) *PoolStore {
 	return &PoolStore{client: c, reader: reader, log: log,
-		pools: map[types.NamespacedName]*poolState{}, started: make(chan struct{})}
+		pools: map[types.NamespacedName]*poolState{}, started: make(chan struct{}), now: time.Now}
 }
 
 // Start implements manager.Runnable: it gives the pool goroutines their
@@ -100,13 +139,28 @@ func (s *PoolStore) Start(ctx context.Context) error {
 func (s *PoolStore) StatusWrites() int64 { return s.writes.Load() }
 
 // Do queues op on the pool and waits until it is durably in the IPPool status
-// (or failed). It loads the pool and builds its IPAM on first use.
+// (or failed). It loads the pool and builds its IPAM on first use. An op
+// that may allocate goes through DoAllocate instead.
 func (s *PoolStore) Do(ctx context.Context, key types.NamespacedName, op PoolOp) error {
+	return s.do(ctx, key, &pendingOp{apply: op})
+}
+
+// DoAllocate is Do for an op that may add allocations: while the pool's
+// status is too large to be written it fails with ErrStatusTooLarge without
+// being applied, so that the releases queued with it are still written.
+func (s *PoolStore) DoAllocate(ctx context.Context, key types.NamespacedName, op PoolOp) error {
+	return s.do(ctx, key, &pendingOp{apply: op, allocates: true})
+}
+
+func (s *PoolStore) do(ctx context.Context, key types.NamespacedName, p *pendingOp) error {
 	ps, err := s.state(ctx, key)
 	if err != nil {
 		return err
 	}
-	p := &pendingOp{apply: op, done: make(chan error, 1)}
+	if s.testHookQueue != nil {
+		s.testHookQueue(ps)
+	}
+	p.done = make(chan error, 1)
 	select {
 	case ps.ops <- p:
 	case <-ps.done:
@@ -117,6 +171,17 @@ func (s *PoolStore) Do(ctx context.Context, key types.NamespacedName, op PoolOp)
 	select {
 	case err := <-p.done:
 		return err
+	case <-ps.done:
+		// The pool's goroutine stopped (Forget). The send above may have
+		// won its select against the closed done channel and put p into
+		// the buffer after the last drain: then nobody will ever answer.
+		// Every op the goroutine took is answered before done is closed.
+		select {
+		case err := <-p.done:
+			return err
+		default:
+			return fmt.Errorf("pool %s: %w", key, ErrPoolGone)
+		}
 	case <-ctx.Done():
 		// The operation may still be applied; every operation is idempotent
 		// per MAC, so the caller's retry finds its result.
@@ -202,7 +267,7 @@ func (s *PoolStore) state(ctx context.Context, key types.NamespacedName) (*poolS
 }
 
 // reload reads the pool from the apiserver and rebuilds its IPAM from the
-// recorded allocations.
+// recorded allocations, their owners and the quarantined addresses.
 func (s *PoolStore) reload(ctx context.Context, ps *poolState) error {
 	fresh := &v1alpha1.IPPool{}
 	if err := s.reader.Get(ctx, ps.key, fresh); err != nil {
@@ -211,14 +276,28 @@ func (s *PoolStore) reload(ctx context.Context, ps *poolState) error {
 		}
 		return fmt.Errorf("load pool %s: %w", ps.key, err)
 	}
-	am, am6, err := s.buildIPAMs(ps.key, fresh)
+	am, am6, dropped, err := s.buildIPAMs(ps.key, fresh)
 	if err != nil {
 		return err
 	}
 	ps.mu.Lock()
+	if len(dropped) > 0 {
+		ps.dropped, ps.clearDropped = dropped, false
+	} else if ps.obj != nil && ps.obj.Generation != fresh.Generation {
+		ps.dropped, ps.clearDropped = nil, true
+	}
 	ps.am, ps.am6, ps.obj, ps.stale = am, am6, fresh, false
 	ps.mu.Unlock()
 	return nil
+}
+
+// leaseTime is the lease the pool's agent gives: a released address may be
+// in use that long after its release.
+func leaseTime(pool *v1alpha1.IPPool) time.Duration {
+	if lt := pool.Spec.IPv4Config.LeaseTime; lt != nil && *lt > 0 {
+		return time.Duration(*lt) * time.Second
+	}
+	return poolwatch.DefaultLeaseTime
 }
 
 func (s *PoolStore) run(ctx context.Context, ps *poolState) {
@@ -269,6 +348,9 @@ func (s *PoolStore) commit(ctx context.Context, ps *poolState, batch []*pendingO
 			}
 		}
 	}
+	// degraded: the write of this batch was refused as too large; it is
+	// redone without the ops that allocate, so releases still get written.
+	degraded := false
 	for attempt := 0; ; attempt++ {
 		ps.mu.RLock()
 		stale := ps.stale
@@ -285,9 +367,15 @@ func (s *PoolStore) commit(ctx context.Context, ps *poolState, batch []*pendingO
 		obj := ps.obj.DeepCopy()
 		results := make([]error, len(batch))
 		for i, p := range batch {
+			if degraded && p.allocates {
+				results[i] = fmt.Errorf("pool %s: %w", ps.key, ErrStatusTooLarge)
+				continue
+			}
 			results[i] = p.run(obj, ps)
 		}
-		fillStatus(obj, ps.am, ps.am6)
+		fillPoolStatus(obj, ps.am, ps.am6)
+		dropped := ps.dropped
+		s.statusConditions(obj, ps, degraded)
 		unchanged := equality.Semantic.DeepEqual(obj.Status, ps.obj.Status)
 		ps.mu.Unlock()
 		if unchanged {
@@ -311,7 +399,11 @@ func (s *PoolStore) commit(ctx context.Context, ps *poolState, batch []*pendingO
 			s.writes.Add(1)
 			ps.mu.Lock()
 			ps.obj = obj
+			wasTooLarge := ps.tooLarge
+			ps.tooLarge = degraded
+			ps.dropped, ps.clearDropped = nil, false
 			ps.mu.Unlock()
+			s.written(ps.key, obj, dropped, degraded && !wasTooLarge)
 			reply(results, nil)
 			return
 		}
@@ -321,6 +413,10 @@ func (s *PoolStore) commit(ctx context.Context, ps *poolState, batch []*pendingO
 		ps.mu.Unlock()
 		switch {
 		case apierrors.IsConflict(err) && attempt < maxConflictRetries:
+			continue
+		case isTooLarge(err) && !degraded:
+			s.log.Info("ippool status too large, refusing this batch's allocations", "ippool", ps.key, "error", err.Error())
+			degraded = true
 			continue
 		case apierrors.IsNotFound(err):
 			reply(nil, fmt.Errorf("write status of pool %s: %w", ps.key, ErrPoolGone))
@@ -335,37 +431,121 @@ func (s *PoolStore) commit(ctx context.Context, ps *poolState, batch []*pendingO
 	}
 }
 
-// fillIPv4 writes the IPAM's allocations, marks and counts into the status.
-func fillIPv4(pool *v1alpha1.IPPool, am *ipam.Pool) {
-	pool.Status.IPv4 = &v1alpha1.IPv4Status{Allocated: am.Allocated(), Used: am.Used(), Available: am.Available()}
+// isTooLarge reports whether a write failed because the object is larger
+// than the apiserver or etcd accept.
+func isTooLarge(err error) bool {
+	return apierrors.IsRequestEntityTooLargeError(err) || strings.Contains(err.Error(), "request is too large")
 }
 
-// AllocateOp gives mac an address: the requested one (wantIP, may be
-// empty), else the one already recorded for mac, else the lowest free.
-// A requested address that is taken, reserved or outside the range is an
-// error rather than a silent substitute: the user asked for that address.
-func AllocateOp(mac, wantIP string, got *string) PoolOp {
+// statusConditions sets the store's own conditions on obj: dropped
+// allocations and a status too large to grow. Called with ps.mu held.
+func (s *PoolStore) statusConditions(obj *v1alpha1.IPPool, ps *poolState, degraded bool) {
+	now := metav1.Now()
+	switch {
+	case len(ps.dropped) > 0:
+		v1alpha1.SetCondition(&obj.Status.Conditions, v1alpha1.AllocationsDropped, corev1.ConditionTrue,
+			ReasonAllocationDropped, droppedMessage(ps.dropped), now)
+	case ps.clearDropped && v1alpha1.FindCondition(obj.Status.Conditions, v1alpha1.AllocationsDropped) != nil:
+		v1alpha1.SetCondition(&obj.Status.Conditions, v1alpha1.AllocationsDropped, corev1.ConditionFalse,
+			ReasonNoneDropped, "", now)
+	}
+	switch {
+	case degraded:
+		v1alpha1.SetCondition(&obj.Status.Conditions, v1alpha1.StatusTooLarge, corev1.ConditionTrue, ReasonStatusTooLarge,
+			fmt.Sprintf("the status (%d allocations) no longer fits in etcd: new allocations are refused, releases go on", ps.am.Used()), now)
+	case ps.tooLarge:
+		v1alpha1.SetCondition(&obj.Status.Conditions, v1alpha1.StatusTooLarge, corev1.ConditionFalse, ReasonStatusFits, "", now)
+	}
+}
+
+// droppedMessage names the dropped allocations (at most 10) and why.
+func droppedMessage(dropped []ipam.Conflict) string {
+	parts := make([]string, 0, len(dropped))
+	for _, c := range dropped {
+		parts = append(parts, fmt.Sprintf("%s=%s (%v)", c.IP, c.MAC, c.Err))
+	}
+	slices.Sort(parts)
+	more := ""
+	if len(parts) > 10 {
+		more = fmt.Sprintf(" and %d more", len(parts)-10)
+		parts = parts[:10]
+	}
+	return fmt.Sprintf("dropped %d recorded allocation(s) the spec no longer allows, their VMNetCfgs are allocated again: %s%s",
+		len(dropped), strings.Join(parts, ", "), more)
+}
+
+// written tells the world of a successful status write: metrics, events,
+// and the VMNetCfgs whose allocation was dropped.
+func (s *PoolStore) written(key types.NamespacedName, obj *v1alpha1.IPPool, dropped []ipam.Conflict, tooLarge bool) {
+	if s.Metrics != nil && obj.Status.IPv4 != nil {
+		labels := []string{key.String(), obj.Spec.IPv4Config.CIDR, obj.Spec.NetworkName}
+		s.Metrics.PoolUsed.WithLabelValues(labels...).Set(float64(obj.Status.IPv4.Used))
+		s.Metrics.PoolAvailable.WithLabelValues(labels...).Set(float64(obj.Status.IPv4.Available))
+	}
+	if s.Recorder != nil {
+		if len(dropped) > 0 {
+			s.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonAllocationDropped, "RebuildIPAM", "%s", droppedMessage(dropped))
+		}
+		if tooLarge {
+			s.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, ReasonStatusTooLarge, "WriteStatus",
+				"the status no longer fits in etcd: new allocations are refused until addresses are released")
+		}
+	}
+	if len(dropped) > 0 && s.OnDropped != nil {
+		s.OnDropped(key, obj.Spec.NetworkName, dropped)
+	}
+}
+
+// fillIPv4 writes the IPAM's allocations, marks, owners, quarantine and
+// counts into the status.
+func fillIPv4(pool *v1alpha1.IPPool, am *ipam.Pool) {
+	st := &v1alpha1.IPv4Status{Allocated: am.Allocated(), Used: am.Used(), Available: am.Available()}
+	if h := am.Holders(); len(h) > 0 {
+		st.Owners = h
+	}
+	if q := am.Quarantined(); len(q) > 0 {
+		st.Released = make(map[string]v1alpha1.ReleasedAddress, len(q))
+		for ip, r := range q {
+			// Second precision, as the status stores it: a rebuilt IPAM
+			// must compare equal to the one that wrote it.
+			st.Released[ip] = v1alpha1.ReleasedAddress{MAC: r.MAC, At: metav1.NewTime(r.At.Truncate(time.Second))}
+		}
+	}
+	pool.Status.IPv4 = st
+}
+
+// AllocateOp gives mac an address for owner (the VMNetCfg's UID): the
+// requested one (wantIP, may be empty), else the one already recorded for
+// mac, else one mac released recently, else the lowest free address not
+// quarantined. A requested address that is taken, reserved, quarantined or
+// outside the range is an error rather than a silent substitute: the user
+// asked for that address. Run it with DoAllocate.
+func AllocateOp(mac, owner, wantIP string, got *ipam.Grant) PoolOp {
 	return func(_ *v1alpha1.IPPool, am *ipam.Pool) error {
 		if wantIP != "" {
-			if err := am.AllocateIP(wantIP, mac); err != nil {
+			if err := am.AllocateIPFor(wantIP, mac, owner); err != nil {
 				return err
 			}
-			*got = wantIP
+			*got = ipam.Grant{IP: wantIP}
 			return nil
 		}
-		ip, err := am.Allocate(mac)
+		g, err := am.AllocateFor(mac, owner)
 		if err != nil {
 			return err
 		}
-		*got = ip
+		*got = g
 		return nil
 	}
 }
 
-// ReleaseOp frees the address of mac, if it holds one.
-func ReleaseOp(mac string) PoolOp {
+// ReleaseOp frees the address of mac if it holds one for owner; an address
+// mac holds for another owner (another VMNetCfg with the same MAC) is not
+// this release's to free, and is left alone.
+func ReleaseOp(mac, owner string) PoolOp {
 	return func(_ *v1alpha1.IPPool, am *ipam.Pool) error {
-		am.ReleaseMAC(mac)
+		if _, err := am.ReleaseFor(mac, owner); err != nil && !errors.Is(err, ipam.ErrHeldByOther) {
+			return err
+		}
 		return nil
 	}
 }

@@ -23,24 +23,13 @@ type DualOp func(pool *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error
 
 // DoDual queues op like Do and waits until it is durably in the IPPool status.
 func (s *PoolStore) DoDual(ctx context.Context, key types.NamespacedName, op DualOp) error {
-	ps, err := s.state(ctx, key)
-	if err != nil {
-		return err
-	}
-	p := &pendingOp{dual: op, done: make(chan error, 1)}
-	select {
-	case ps.ops <- p:
-	case <-ps.done:
-		return fmt.Errorf("pool %s: %w", key, ErrPoolGone)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err() // every op is idempotent per MAC: a retry finds its result
-	}
+	return s.do(ctx, key, &pendingOp{dual: op})
+}
+
+// DoDualAllocate is DoAllocate for a DualOp: while the pool's status is too
+// large it fails with ErrStatusTooLarge without being applied (neither half).
+func (s *PoolStore) DoDualAllocate(ctx context.Context, key types.NamespacedName, op DualOp) error {
+	return s.do(ctx, key, &pendingOp{dual: op, allocates: true})
 }
 
 // run applies one queued operation on the pool's IPAMs.
@@ -67,41 +56,56 @@ func noIPv4() *ipam.Pool {
 }
 
 // buildIPAMs builds both halves of a pool's IPAM from its spec and restores
-// the allocations of its status; conflicts are logged and dropped.
-func (s *PoolStore) buildIPAMs(key types.NamespacedName, pool *v1alpha1.IPPool) (*ipam.Pool, *ipam.Pool6, error) {
+// the allocations of its status: for IPv4 also their owners and the
+// quarantined addresses. It returns the recorded IPv4 allocations it could
+// not keep (reported and reallocated by the store); IPv6 ones are logged
+// and dropped.
+func (s *PoolStore) buildIPAMs(key types.NamespacedName, pool *v1alpha1.IPPool) (*ipam.Pool, *ipam.Pool6, []ipam.Conflict, error) {
 	am := noIPv4()
+	var dropped []ipam.Conflict
 	if pool.HasIPv4() {
+		cfg := ipamConfig(pool)
+		cfg.Quarantine, cfg.Now = leaseTime(pool), s.now
 		var err error
-		if am, err = ipam.New(ipamConfig(pool)); err != nil {
-			return nil, nil, fmt.Errorf("build IPAM of pool %s: %w", key, err)
+		if am, err = ipam.New(cfg); err != nil {
+			return nil, nil, nil, fmt.Errorf("build IPAM of pool %s: %w", key, err)
 		}
-		if pool.Status.IPv4 != nil {
-			for _, c := range am.Restore(pool.Status.IPv4.Allocated) {
+		if st := pool.Status.IPv4; st != nil {
+			for _, c := range am.Restore(st.Allocated) {
 				// Kept out of the IPAM, and so out of the next status write:
-				// the entry cannot be honoured (e.g. the address is now excluded).
+				// the entry cannot be honoured (e.g. the address is now
+				// excluded). Reported on the pool with that write, and its
+				// VMNetCfg is allocated again (OnDropped).
 				s.log.Info("recorded allocation dropped", "ippool", key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
+				dropped = append(dropped, c)
 			}
+			am.RestoreHolders(st.Owners)
+			rel := make(map[string]ipam.Released, len(st.Released))
+			for ip, r := range st.Released {
+				rel[ip] = ipam.Released{MAC: r.MAC, At: r.At.Time}
+			}
+			am.RestoreQuarantine(rel)
 		}
 	}
 	if !pool.HasIPv6() {
-		return am, nil, nil
+		return am, nil, dropped, nil
 	}
 	am6, err := ipam.New6(ipamConfig6(pool.Spec.IPv6Config))
 	if err != nil {
-		return nil, nil, fmt.Errorf("build IPv6 IPAM of pool %s: %w", key, err)
+		return nil, nil, nil, fmt.Errorf("build IPv6 IPAM of pool %s: %w", key, err)
 	}
 	if pool.Status.IPv6 != nil {
 		for _, c := range am6.Restore(pool.Status.IPv6.Allocated) {
-			s.log.Info("recorded allocation dropped", "ippool", key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
+			s.log.Info("recorded IPv6 allocation dropped", "ippool", key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
 		}
 	}
-	return am, am6, nil
+	return am, am6, dropped, nil
 }
 
-// fillStatus writes both halves' allocations, marks and counts into the
+// fillPoolStatus writes both halves' allocations, marks and counts into the
 // status. An IPv4-only pool's status is exactly what fillIPv4 made before
 // the IPv6 half existed.
-func fillStatus(pool *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) {
+func fillPoolStatus(pool *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) {
 	if pool.HasIPv4() {
 		fillIPv4(pool, am)
 	}
@@ -120,21 +124,27 @@ func ipamConfig6(c *v1alpha1.IPv6Config) ipam.Config6 {
 	return ipam.Config6{CIDR: c.CIDR, Start: string(c.Pool.Start), End: string(c.Pool.End), ServerIP: string(c.ServerIP), Exclude: ex}
 }
 
-// AllocateDualOp gives mac an address in each half of the pool, with the
-// rules of AllocateOp per family: the requested one, else the one recorded,
-// else the lowest free. A family that fails keeps nothing for mac (as the op
-// found it) and its error is returned, joined with the other's.
-func AllocateDualOp(mac, want4, want6 string, got4, got6 *string) DualOp {
+// AllocateDualOp gives mac an address in each half of the pool for owner
+// (the VMNetCfg's UID), with the rules of AllocateOp per family: the
+// requested one, else the one recorded, else the lowest free. A family that
+// fails keeps nothing for mac (as the op found it) and its error is
+// returned, joined with the other's. The IPv6 half records no owner (see
+// docs/dual-stack.md): when the IPv4 half refuses mac because it holds an
+// address for another owner, the IPv6 half is not touched either, so this
+// NIC is not shown the other VMNetCfg's IPv6 address. Run it with
+// DoDualAllocate.
+func AllocateDualOp(mac, owner, want4, want6 string, got4 *ipam.Grant, got6 *string) DualOp {
 	return func(pool *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
-		*got4, *got6 = "", ""
+		*got4, *got6 = ipam.Grant{}, ""
 		var err4, err6 error
 		switch {
 		case am != nil:
-			err4 = AllocateOp(mac, want4, got4)(pool, am)
+			err4 = AllocateOp(mac, owner, want4, got4)(pool, am)
 		case want4 != "":
 			err4 = fmt.Errorf("allocate %s for %s: %w (IPv6-only)", want4, mac, ErrNoFamily)
 		}
 		switch {
+		case errors.Is(err4, ipam.ErrHeldByOther):
 		case am6 != nil && want6 != "":
 			if err6 = am6.AllocateIP(want6, mac); err6 == nil {
 				*got6, _ = am6.Lookup(mac)
@@ -148,11 +158,18 @@ func AllocateDualOp(mac, want4, want6 string, got4, got6 *string) DualOp {
 	}
 }
 
-// ReleaseDualOp frees both addresses of mac, if it holds any.
-func ReleaseDualOp(mac string) DualOp {
+// ReleaseDualOp frees the addresses mac holds for owner. The IPv4 one is
+// released only if held for owner (ReleaseOp). The IPv6 half records no
+// owner: its address is kept when the IPv4 half shows that mac holds an
+// address for another VMNetCfg, and released otherwise.
+func ReleaseDualOp(mac, owner string) DualOp {
 	return func(_ *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
 		if am != nil {
-			am.ReleaseMAC(mac)
+			if _, err := am.ReleaseFor(mac, owner); errors.Is(err, ipam.ErrHeldByOther) {
+				return nil
+			} else if err != nil {
+				return err
+			}
 		}
 		if am6 != nil {
 			am6.ReleaseMAC(mac)

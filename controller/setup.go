@@ -7,6 +7,7 @@ import (
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -20,8 +21,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
 )
 
 // Field indexes of the manager's cache.
@@ -70,10 +73,20 @@ func Setup(mgr ctrl.Manager, o Options) (*PoolStore, error) {
 		return nil, err
 	}
 	store := NewPoolStore(mgr.GetClient(), mgr.GetAPIReader(), mgr.GetLogger().WithName("poolstore"))
+	rec := mgr.GetEventRecorder("vm-dhcp-controller")
+	store.Recorder, store.Metrics = rec, o.Metrics
+	// The VMNetCfgs of a pool whose rebuild dropped allocations are woken
+	// to be allocated again. Sent from a goroutine: the pool's writer must
+	// never wait on the VMNetCfg controller (which runs only on the leader).
+	dropped := make(chan event.GenericEvent, 64)
+	store.OnDropped = func(key types.NamespacedName, network string, _ []ipam.Conflict) {
+		pool := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
+			Spec: v1alpha1.IPPoolSpec{NetworkName: network}}
+		go func() { dropped <- event.GenericEvent{Object: pool} }()
+	}
 	if err := mgr.Add(store); err != nil {
 		return nil, fmt.Errorf("add pool store: %w", err)
 	}
-	rec := mgr.GetEventRecorder("vm-dhcp-controller")
 	skip := &o.SkipNameValidation
 
 	pools := &IPPoolReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Store: store, Recorder: rec,
@@ -98,6 +111,7 @@ func Setup(mgr ctrl.Manager, o Options) (*PoolStore, error) {
 		For(&v1alpha1.VirtualMachineNetworkConfig{}, builder.WithPredicates(specOrLifecycleChanged())).
 		Watches(&v1alpha1.IPPool{}, handler.EnqueueRequestsFromMapFunc(mapPoolToVMNetCfgs(mgr.GetClient())),
 			builder.WithPredicates(poolMayFreeAddresses())).
+		WatchesRawSource(source.Channel(dropped, handler.EnqueueRequestsFromMapFunc(mapPoolToAllVMNetCfgs(mgr.GetClient())))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: o.VMNetCfgWorkers, SkipNameValidation: skip}).
 		Complete(vncs)
 	if err != nil {
@@ -267,6 +281,21 @@ func mapPoolToVMNetCfgs(c client.Reader) handler.MapFunc {
 			if !v1alpha1.IsConditionTrue(v.Status.Conditions, v1alpha1.Allocated) || o.GetDeletionTimestamp() != nil {
 				out = append(out, poolRequest(v.Namespace, v.Name))
 			}
+		}
+		return out
+	}
+}
+
+// mapPoolToAllVMNetCfgs wakes every VMNetCfg of the pool's network.
+func mapPoolToAllVMNetCfgs(c client.Reader) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		var list v1alpha1.VirtualMachineNetworkConfigList
+		if err := c.List(ctx, &list, client.MatchingFields{indexVMNetCfgByNetwork: o.(*v1alpha1.IPPool).Spec.NetworkName}); err != nil {
+			return nil
+		}
+		out := make([]reconcile.Request, 0, len(list.Items))
+		for _, v := range list.Items {
+			out = append(out, poolRequest(v.Namespace, v.Name))
 		}
 		return out
 	}

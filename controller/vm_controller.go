@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -20,6 +21,10 @@ import (
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
 )
+
+// ReasonTooManyNICs is the event on a VM with more NICs on managed networks
+// than a VirtualMachineNetworkConfig holds.
+const ReasonTooManyNICs = "TooManyNICs"
 
 // VMReconciler keeps one VirtualMachineNetworkConfig per KubeVirt
 // VirtualMachine that has NICs on networks with an IPPool.
@@ -126,6 +131,7 @@ func (r *VMReconciler) networkConfigs(ctx context.Context, vm *kubevirtv1.Virtua
 		}
 	}
 	var out []v1alpha1.NetworkConfig
+	var nics []string // NIC name of each item of out
 	for _, n := range vm.Spec.Template.Spec.Networks {
 		if n.Multus == nil || n.Multus.NetworkName == "" {
 			continue // pod network: not ours
@@ -144,6 +150,15 @@ func (r *VMReconciler) networkConfigs(ctx context.Context, vm *kubevirtv1.Virtua
 		}
 		out = append(out, v1alpha1.NetworkConfig{NetworkName: network, MACAddress: mac,
 			IPAddress: requested[nicKey{network, ipam.NormalizeMAC(mac)}]})
+		nics = append(nics, fmt.Sprintf("%s (%s)", n.Name, network))
+	}
+	if len(out) > v1alpha1.MaxNetworkConfigs {
+		// The API refuses more (as Harvester's): serve the first NICs in the
+		// VM's order rather than none, and say which are left out.
+		r.Recorder.Eventf(vm, nil, corev1.EventTypeWarning, ReasonTooManyNICs, "BuildNetworkConfig",
+			"%d NICs are on DHCP-managed networks but a VirtualMachineNetworkConfig holds at most %d: no address for %s",
+			len(out), v1alpha1.MaxNetworkConfigs, strings.Join(nics[v1alpha1.MaxNetworkConfigs:], ", "))
+		out = out[:v1alpha1.MaxNetworkConfigs]
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].NetworkName != out[j].NetworkName {

@@ -31,6 +31,14 @@ const (
 	ReasonAddressTaken     = "AddressUnavailable"
 	ReasonAllocationFailed = "AllocationFailed"
 	ReasonVMNetCfgPaused   = "Paused"
+	ReasonMACHeldByOther   = "MACHeldByOther"
+	ReasonStatusFull       = "IPPoolStatusTooLarge"
+	// ReasonReallocated: the NIC's recorded address was dropped from its
+	// pool and it was given another one.
+	ReasonReallocated = "Reallocated"
+	// ReasonEarlyReuse: the pool had no other free address and gave one
+	// released by another MAC less than a lease time ago.
+	ReasonEarlyReuse = "RecentlyReleasedAddressReused"
 )
 
 // safetyRequeue is how long a VMNetCfg that could not get every address
@@ -84,7 +92,7 @@ func (r *VMNetCfgReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			prev[k] = st
 			continue
 		}
-		if err := r.release(ctx, k); err != nil {
+		if err := r.release(ctx, k, ownerToken(vnc.UID)); err != nil {
 			st.State = v1alpha1.StateStale
 			statuses = append(statuses, st)
 			continue
@@ -92,13 +100,13 @@ func (r *VMNetCfgReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		r.Recorder.Eventf(vnc, nil, corev1.EventTypeNormal, "Released", "Release", "released %s of %s on %s", st.AllocatedIPAddress, st.MACAddress, k.network)
 	}
 
-	var problems []string
+	var problems, notes []string
 	reason := ReasonAllocated
 	for _, nc := range vnc.Spec.NetworkConfigs {
 		k := nicKey{normalizeNetwork(nc.NetworkName, vnc.Namespace), ipam.NormalizeMAC(nc.MACAddress)}
 		st := v1alpha1.NetworkConfigStatus{NetworkName: nc.NetworkName, MACAddress: nc.MACAddress,
 			AllocatedIPAddress: prev[k].AllocatedIPAddress, AllocatedIPv6Address: prev[k].AllocatedIPv6Address, State: v1alpha1.StatePending}
-		why, msg, err := r.allocate(ctx, vnc, k, nc, &st)
+		why, msg, note, err := r.allocate(ctx, vnc, k, nc, &st)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -107,15 +115,21 @@ func (r *VMNetCfgReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			problems = append(problems, msg)
 			r.Recorder.Eventf(vnc, nil, corev1.EventTypeWarning, why, "Allocate", msg)
 		}
+		if note != "" {
+			notes = append(notes, note)
+		}
 		statuses = append(statuses, st)
 	}
 
 	now := metav1.Now()
 	newStatus := vnc.Status.DeepCopy()
 	newStatus.NetworkConfigs = statuses
-	if len(problems) == 0 {
+	switch {
+	case len(problems) == 0 && len(notes) > 0:
+		v1alpha1.SetCondition(&newStatus.Conditions, v1alpha1.Allocated, corev1.ConditionTrue, ReasonReallocated, strings.Join(notes, "; "), now)
+	case len(problems) == 0:
 		v1alpha1.SetCondition(&newStatus.Conditions, v1alpha1.Allocated, corev1.ConditionTrue, ReasonAllocated, "", now)
-	} else {
+	default:
 		v1alpha1.SetCondition(&newStatus.Conditions, v1alpha1.Allocated, corev1.ConditionFalse, reason, strings.Join(problems, "; "), now)
 	}
 	if vnc.IsPaused() {
@@ -144,69 +158,115 @@ func (r *VMNetCfgReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 }
 
 // allocate fills st for one NIC. It returns a reason and message when the
-// NIC cannot have an address now, or an error to retry.
-func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.VirtualMachineNetworkConfig, k nicKey, nc v1alpha1.NetworkConfig, st *v1alpha1.NetworkConfigStatus) (string, string, error) {
+// NIC cannot have an address now, a note when its recorded address was
+// dropped and replaced, or an error to retry.
+func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.VirtualMachineNetworkConfig, k nicKey, nc v1alpha1.NetworkConfig, st *v1alpha1.NetworkConfigStatus) (string, string, string, error) {
 	pool, err := networkOwner(ctx, r.Client, k.network)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
 	if pool == nil {
 		st.AllocatedIPAddress, st.AllocatedIPv6Address = "", ""
-		return ReasonNoIPPool, fmt.Sprintf("network %s has no IPPool", k.network), nil
-	}
-	if pool.IsPaused() {
-		// Allocations of a paused pool are kept as they are; nothing new.
-		return ReasonPoolPaused, fmt.Sprintf("ippool %s/%s of network %s is paused", pool.Namespace, pool.Name, k.network), nil
+		return ReasonNoIPPool, fmt.Sprintf("network %s has no IPPool", k.network), "", nil
 	}
 	poolKey := types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}
-	if vnc.IsPaused() {
+	prev := st.AllocatedIPAddress
+	if pool.IsPaused() || vnc.IsPaused() {
 		// The address stays recorded for the MAC in the pool (so it is not
-		// handed to anyone else and comes back on unpause); the NIC is Pending.
-		if ip, ip6, ok := r.lookup(ctx, poolKey, k.mac); ok {
-			st.AllocatedIPAddress, st.AllocatedIPv6Address = ip, ip6
+		// handed to anyone else and comes back on unpause); the NIC is
+		// Pending. Unless the pool no longer records it (a spec change
+		// while paused dropped it): then the NIC must not show it.
+		ip, ip6, found, err := r.lookup(ctx, poolKey, k.mac)
+		if err != nil {
+			return "", "", "", err
 		}
-		return "", "", nil
+		st.AllocatedIPv6Address = ip6
+		if prev != "" && (!found || ip != prev) {
+			st.AllocatedIPAddress = ""
+			msg := fmt.Sprintf("address %s of %s was dropped from ippool %s; a new one is allocated when the NIC and the pool are unpaused", prev, nc.MACAddress, poolKey)
+			if pool.IsPaused() {
+				return ReasonAllocationDropped, msg, "", nil
+			}
+			r.Recorder.Eventf(vnc, nil, corev1.EventTypeWarning, ReasonAllocationDropped, "Allocate", msg)
+			return "", "", "", nil
+		}
+		if found {
+			st.AllocatedIPAddress = ip
+		}
+		if pool.IsPaused() {
+			// Allocations of a paused pool are kept as they are; nothing new.
+			return ReasonPoolPaused, fmt.Sprintf("ippool %s/%s of network %s is paused", pool.Namespace, pool.Name, k.network), "", nil
+		}
+		return "", "", "", nil
 	}
 	want := ""
 	if nc.IPAddress != nil {
 		want = string(*nc.IPAddress)
 	}
-	var ip, ip6 string
-	err = r.Store.DoDual(ctx, poolKey, AllocateDualOp(k.mac, want, wantIPv6(nc), &ip, &ip6))
-	// A family that succeeded is reported even when the other failed.
-	if ip != "" {
-		st.AllocatedIPAddress = ip
+	var g ipam.Grant
+	var ip6 string
+	err = r.Store.DoDualAllocate(ctx, poolKey, AllocateDualOp(k.mac, ownerToken(vnc.UID), want, wantIPv6(nc), &g, &ip6))
+	if !errors.Is(err, ErrStatusTooLarge) {
+		// The op ran: ip6 is what the pool now records for this NIC ("" when
+		// that half failed or the MAC is another VMNetCfg's).
+		st.AllocatedIPv6Address = ip6
 	}
-	st.AllocatedIPv6Address = ip6
+	// A family that succeeded is reported even when the other failed.
+	note := ""
+	if g.IP != "" {
+		st.AllocatedIPAddress = g.IP
+		if g.Early != nil {
+			msg := fmt.Sprintf("ippool %s has no other free address: gave %s to %s, released by %s at %s, before the lease time passed",
+				poolKey, g.IP, nc.MACAddress, g.Early.MAC, g.Early.At.UTC().Format(time.RFC3339))
+			r.Recorder.Eventf(vnc, nil, corev1.EventTypeWarning, ReasonEarlyReuse, "Allocate", msg)
+			r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ReasonEarlyReuse, "Allocate", msg)
+		}
+		if prev != "" && prev != g.IP && want != g.IP {
+			// The pool no longer had the address this NIC showed.
+			note = fmt.Sprintf("address %s of %s was dropped from ippool %s; allocated %s", prev, nc.MACAddress, poolKey, g.IP)
+			r.Recorder.Eventf(vnc, nil, corev1.EventTypeWarning, ReasonAllocationDropped, "Allocate", note)
+		}
+	}
 	switch {
 	case err == nil:
-		st.AllocatedIPAddress, st.State = ip, v1alpha1.StateAllocated
-		return "", "", nil
+		st.AllocatedIPAddress, st.State = g.IP, v1alpha1.StateAllocated
+		return "", "", note, nil
 	case errors.Is(err, ipam.ErrExhausted):
-		return ReasonPoolExhausted, fmt.Sprintf("ippool %s has no free address for %s", poolKey, nc.MACAddress), nil
+		return ReasonPoolExhausted, fmt.Sprintf("ippool %s has no free address for %s", poolKey, nc.MACAddress), "", nil
+	case errors.Is(err, ipam.ErrHeldByOther):
+		return ReasonMACHeldByOther, fmt.Sprintf("ippool %s: %v (another VirtualMachineNetworkConfig with this MAC, maybe one being deleted)", poolKey, err), "", nil
+	case errors.Is(err, ErrStatusTooLarge):
+		return ReasonStatusFull, fmt.Sprintf("ippool %s: %v", poolKey, err), "", nil
 	case errors.Is(err, ipam.ErrAllocated), errors.Is(err, ipam.ErrUnavailable), errors.Is(err, ipam.ErrOutsidePool), errors.Is(err, ErrNoFamily):
-		return ReasonAddressTaken, fmt.Sprintf("requested address for %s in ippool %s: %v", nc.MACAddress, poolKey, err), nil
+		return ReasonAddressTaken, fmt.Sprintf("requested address for %s in ippool %s: %v", nc.MACAddress, poolKey, err), "", nil
 	case errors.Is(err, ipam.ErrInvalidConfig), errors.Is(err, ErrPoolGone):
-		return ReasonAllocationFailed, fmt.Sprintf("ippool %s cannot allocate: %v", poolKey, err), nil
+		return ReasonAllocationFailed, fmt.Sprintf("ippool %s cannot allocate: %v", poolKey, err), "", nil
 	default:
-		return "", "", fmt.Errorf("allocate for %s in %s: %w", nc.MACAddress, poolKey, err)
+		return "", "", "", fmt.Errorf("allocate for %s in %s: %w", nc.MACAddress, poolKey, err)
 	}
 }
 
-func (r *VMNetCfgReconciler) lookup(ctx context.Context, poolKey types.NamespacedName, mac string) (string, string, bool) {
+// lookup returns the addresses the pool records for mac, and whether it
+// records an IPv4 one. A pool that is gone or cannot build its IPAM records
+// nothing.
+func (r *VMNetCfgReconciler) lookup(ctx context.Context, poolKey types.NamespacedName, mac string) (string, string, bool, error) {
 	var ip, ip6 string
 	err := r.Store.DoDual(ctx, poolKey, lookupDualOp(mac, &ip, &ip6))
-	return ip, ip6, err == nil && (ip != "" || ip6 != "")
+	if errors.Is(err, ErrPoolGone) || errors.Is(err, ipam.ErrInvalidConfig) {
+		return "", "", false, nil
+	}
+	return ip, ip6, ip != "", err
 }
 
-// release frees the address of a NIC in its network's pool. A network
-// without a pool has nothing to release.
-func (r *VMNetCfgReconciler) release(ctx context.Context, k nicKey) error {
+// release frees the addresses a NIC holds for owner (the VMNetCfg's UID) in
+// its network's pool; one its MAC holds for another VMNetCfg is left alone
+// (ReleaseDualOp). A network without a pool has nothing to release.
+func (r *VMNetCfgReconciler) release(ctx context.Context, k nicKey, owner string) error {
 	pool, err := networkOwner(ctx, r.Client, k.network)
 	if err != nil || pool == nil {
 		return err
 	}
-	err = r.Store.DoDual(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}, ReleaseDualOp(k.mac))
+	err = r.Store.DoDual(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}, ReleaseDualOp(k.mac, owner))
 	if errors.Is(err, ErrPoolGone) || errors.Is(err, ipam.ErrInvalidConfig) {
 		return nil
 	}
@@ -227,7 +287,7 @@ func (r *VMNetCfgReconciler) finalize(ctx context.Context, vnc *v1alpha1.Virtual
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].network+keys[i].mac < keys[j].network+keys[j].mac })
 	for _, k := range keys {
-		if err := r.release(ctx, k); err != nil {
+		if err := r.release(ctx, k, ownerToken(vnc.UID)); err != nil {
 			return fmt.Errorf("release %s on %s for deleted vmnetcfg %s/%s: %w", k.mac, k.network, vnc.Namespace, vnc.Name, err)
 		}
 	}

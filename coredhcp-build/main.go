@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,7 @@ import (
 	"github.com/sirupsen/logrus"
 	flag "github.com/spf13/pflag"
 
+	"github.com/vm-dhcp/vm-dhcp/plugins/declinewatch"
 	"github.com/vm-dhcp/vm-dhcp/plugins/harvesteroptions"
 	"github.com/vm-dhcp/vm-dhcp/plugins/ippoollease"
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
@@ -146,6 +148,10 @@ func run() error {
 	srv, err := server.Start(conf)
 	if err != nil {
 		return fmt.Errorf("start DHCP server: %w", err)
+	}
+	if conf.Server4 != nil {
+		dw := &declinewatch.Watcher{Metrics: poolwatch.Default.Metrics, Log: poolwatch.Default.Logger().WithName("decline")}
+		dw.Start(context.Background(), declinewatch.InterfacesOf(conf.Server4.Addresses))
 	}
 	return srv.Wait()
 }

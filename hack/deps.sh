@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use when they are missing: real DHCP
-# clients (dhclient, udhcpc, dhcpcd), perfdhcp and Kea for benchmarks.
+# clients (dhclient, udhcpc, dhcpcd), perfdhcp and Kea for benchmarks, QEMU
+# for the test VM (its kernel and busybox come from hack/vm-artifacts.sh).
 set -euo pipefail
 need=()
 command -v dhclient >/dev/null || need+=(isc-dhcp-client)
@@ -9,6 +10,7 @@ command -v dhcpcd >/dev/null || need+=(dhcpcd-base)
 command -v perfdhcp >/dev/null || need+=(kea-admin)
 command -v kea-dhcp4 >/dev/null || need+=(kea-dhcp4-server)
 command -v ip >/dev/null || need+=(iproute2)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 if [ ${#need[@]} -eq 0 ]; then
   echo "deps: all present"
   exit 0

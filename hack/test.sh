@@ -6,8 +6,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { echo; echo "=== $*"; }
 
-step "system packages (DHCP clients, perfdhcp)"
+step "system packages (DHCP clients, perfdhcp, QEMU)"
 hack/deps.sh
+
+step "test VM: Debian kernel and busybox (hack/vm-artifacts.sh)"
+VMDHCP_VM_ARTIFACTS="$(hack/vm-artifacts.sh)"
+export VMDHCP_VM_ARTIFACTS
+echo "VMDHCP_VM_ARTIFACTS=$VMDHCP_VM_ARTIFACTS"
 
 step "tools (controller-gen, helm)"
 TOOLS="$(hack/tools.sh)"

@@ -3,6 +3,7 @@ package webhook
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -67,9 +68,35 @@ func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1
 		return es, nil
 	default:
 		es := ValidateIPPoolSpec(pool, opts)
+		if len(es) == 0 {
+			es = rangeFitsStatus(pool)
+		}
 		more, err := validateIPPoolNetwork(ctx, lk, pool)
 		return append(es, more...), err
 	}
+}
+
+// rangeFitsStatus refuses, on create, a range whose status could not be
+// written once every address is allocated: past etcd's object size every
+// status write of the pool would fail. Only on create: start and end are
+// immutable, and a pool stored earlier (e.g. by Harvester) must stay
+// editable; the controller reports a status that grows too large at run time.
+func rangeFitsStatus(pool *v1alpha1.IPPool) FieldErrors {
+	start, ok1 := parseIPv4(string(pool.Spec.IPv4Config.Pool.Start))
+	end, ok2 := parseIPv4(string(pool.Spec.IPv4Config.Pool.End))
+	if !ok1 || !ok2 {
+		return nil
+	}
+	s, e := start.As4(), end.As4()
+	n := uint64(binary.BigEndian.Uint32(e[:])) - uint64(binary.BigEndian.Uint32(s[:])) + 1
+	if n <= ipam.MaxStatusAddresses {
+		return nil
+	}
+	var es FieldErrors
+	es.add(ipv4Path+".pool.end", string(pool.Spec.IPv4Config.Pool.End),
+		"makes a range of %d addresses (%s-%s); a pool may have at most %d (a /18), or its status no longer fits in etcd once they are allocated: use a smaller range, or several pools on several networks",
+		n, start, end, ipam.MaxStatusAddresses)
+	return es
 }
 
 // ValidateIPPoolSpec checks what can be checked of an IPPool without the
@@ -217,7 +244,8 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 		}
 		checkHostIn(&es, field+".gateway", string(r.Gateway), cidr, cidrOK)
 	}
-	return append(es, validateIPPoolV6(pool, opts)...)
+	es = append(es, validateIPPoolV6(pool, opts)...)
+	return append(es, validateWireLimits(pool)...)
 }
 
 // validateIPPoolNetwork checks on create that the pool's network exists and

@@ -15,6 +15,13 @@ const (
 	AgentReady ConditionType = "AgentReady"
 	// Stopped: the pool is paused; its agent is removed, allocations kept.
 	Stopped ConditionType = "Stopped"
+	// AllocationsDropped: rebuilding the IPAM from the status had to drop
+	// recorded allocations the spec no longer allows (e.g. an exclude added
+	// while paused); their VMNetCfgs are allocated again.
+	AllocationsDropped ConditionType = "AllocationsDropped"
+	// StatusTooLarge: a status write was refused as too large for etcd;
+	// new allocations are refused, releases go on.
+	StatusTooLarge ConditionType = "StatusTooLarge"
 )
 
 // Marks that stand in status.ipv4.allocated in place of a MAC address.
@@ -112,7 +119,9 @@ type IPv4Config struct {
 	NTP []string `json:"ntp,omitempty"`
 
 	// LeaseTime in seconds (option 51).
+	// Option 51 holds 32 bits, and 4294967295 means "infinite".
 	// +optional
+	// +kubebuilder:validation:Maximum=4294967294
 	LeaseTime *int `json:"leaseTime,omitempty"`
 
 	// MTU given to clients (option 26). Not in Harvester's API.
@@ -175,11 +184,37 @@ type IPPoolStatus struct {
 // IPv4Status holds the allocations of a pool.
 type IPv4Status struct {
 	// Allocated maps an address to the MAC address it is allocated to, or to
-	// EXCLUDED / RESERVED.
+	// EXCLUDED / RESERVED. Atomic: managedFields then hold one entry for the
+	// map rather than one per address, which keeps a full pool's status
+	// within etcd's object size limit.
 	// +optional
+	// +mapType=atomic
 	Allocated map[string]string `json:"allocated,omitempty"`
 	Used      int               `json:"used"`
 	Available int               `json:"available"`
+
+	// Owners maps an allocated address to the UID of the
+	// VirtualMachineNetworkConfig it was allocated for (a UUID written in
+	// unpadded base64url, 22 characters), so that a release frees only that
+	// allocation. Allocations recorded without one (by
+	// Harvester's controller) are adopted by the first VMNetCfg that claims
+	// their MAC. Not in Harvester's API.
+	// +optional
+	// +mapType=atomic
+	Owners map[string]string `json:"owners,omitempty"`
+
+	// Released lists the addresses released less than the pool's lease time
+	// ago: their previous client may still use them, so they go to another
+	// MAC only when no other address is free. Not in Harvester's API.
+	// +optional
+	// +mapType=atomic
+	Released map[string]ReleasedAddress `json:"released,omitempty"`
+}
+
+// ReleasedAddress is who released an address, and when.
+type ReleasedAddress struct {
+	MAC string      `json:"mac"`
+	At  metav1.Time `json:"at"`
 }
 
 // PodReference names the agent pod of a pool.

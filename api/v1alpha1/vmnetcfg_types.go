@@ -61,6 +61,11 @@ type VirtualMachineNetworkConfigSpec struct {
 	Paused *bool `json:"paused,omitempty"`
 }
 
+// MaxNetworkConfigs is the most NICs one VirtualMachineNetworkConfig holds
+// (the MaxItems of spec.networkConfigs, kept as Harvester has it so that
+// every object stays valid for both controllers).
+const MaxNetworkConfigs = 4
+
 // NetworkConfig is one NIC of a VM.
 type NetworkConfig struct {
 	// NetworkName is the NetworkAttachmentDefinition, as namespace/name.

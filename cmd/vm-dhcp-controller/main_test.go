@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller"
 	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
 )
 
@@ -135,7 +136,7 @@ func TestBinaryServesHealthMetricsAndDebug(t *testing.T) {
 	}
 	// The agent pod exists with the image from the flag.
 	pod := &corev1.Pod{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "vm-dhcp-system", Name: "demo-pool-agent"}, pod); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "vm-dhcp-system", Name: controller.AgentPodName(pool)}, pod); err != nil {
 		t.Fatalf("agent pod: %v", err)
 	}
 	if img := pod.Spec.Containers[0].Image; img != "agent:smoke" {

@@ -24,10 +24,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller"
 	"github.com/vm-dhcp/vm-dhcp/test/e2e/localcluster"
 )
 
@@ -115,13 +118,13 @@ The demo is running. In another terminal:
   kubectl get ippools,vmnetcfg -A
   kubectl get pods -n %[2]s -o wide            # the pool's agent, run by the kubelet stand-in
   kubectl edit ippool -n default example       # e.g. change dns; the agent serves it at the next request
-  kubectl edit cm -n %[2]s default-example-agent-config   # the pool's CoreDHCP config
+  kubectl edit cm -n %[2]s %[3]s   # the pool's CoreDHCP config
   bin/vm-dhcp-localcluster dhcp --workdir %[1]s   # the VM asks for its address again
   ip netns exec vmdhcp-demo-vm-test-vm ip -4 addr show eth0           # the address the VM configured
 
 Logs: %[1]s/logs/ (controller.log, webhook.log, kubelet.log, agent-*.log)
 Stop with Ctrl-C here, or run: make demo-down
-`, workDir, namespace)
+`, workDir, namespace, controller.AgentConfigMapName(&v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "example"}}))
 	<-ctx.Done()
 	return nil
 }

@@ -5,6 +5,12 @@
 // Addresses are kept in a bitmap over the range start..end, so allocation,
 // release and lookup never scan a map; the lowest free address is found by
 // scanning 64-bit words from a cursor that only moves back on release.
+//
+// Each allocation may carry its holder (the identity of what it was made
+// for, the VMNetCfg's UID in the controller), so that a release frees only
+// the allocation it was meant to free. A released address is quarantined
+// for Config.Quarantine: its previous client may still use it until its
+// lease ends, so it goes to another MAC only when nothing else is free.
 package ipam
 
 import (
@@ -16,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Errors callers can test for with errors.Is.
@@ -26,6 +33,12 @@ var (
 	ErrAllocated     = errors.New("address already allocated")
 	ErrNotAllocated  = errors.New("address not allocated")
 	ErrInvalidConfig = errors.New("invalid pool configuration")
+	// ErrHeldByOther: the MAC holds an address for another holder (another
+	// VMNetCfg lists the same MAC, or one being deleted still holds it).
+	ErrHeldByOther = errors.New("MAC holds an address for another owner")
+	// ErrQuarantined: the requested address was released by another MAC
+	// less than the quarantine ago. It wraps ErrUnavailable.
+	ErrQuarantined = fmt.Errorf("%w: recently released by another MAC", ErrUnavailable)
 )
 
 // Marks recorded in place of a MAC address for addresses never handed out.
@@ -37,6 +50,16 @@ const (
 // MaxRangeSize is the largest range a pool may have: the addresses of a /8.
 const MaxRangeSize = 1 << 24
 
+// MaxStatusAddresses is the largest range a new pool may have (a /18): the
+// status of such a pool, every address allocated, must fit in one etcd
+// object (1.5 MiB by default). Per address at most 81 bytes: 38 for its
+// "allocated" entry ("255.255.255.255":"02:00:00:00:00:0a",) and 43 for its
+// "owners" entry (a 22-character token); a quarantined address (74 bytes)
+// has no allocation. Both maps are atomic, so managedFields add nothing per
+// address. 16384 x 81 = 1.33 MB, leaving 0.24 MB for metadata, spec and
+// conditions (TestFullPoolStatusFits writes such a status to a real etcd).
+const MaxStatusAddresses = 1 << 14
+
 // Config is the part of an IPPool's spec the IPAM needs.
 type Config struct {
 	CIDR     string
@@ -45,6 +68,25 @@ type Config struct {
 	ServerIP string
 	Router   string
 	Exclude  []string
+	// Quarantine is how long a released address is kept from other MACs
+	// (the pool's lease time); 0 disables it.
+	Quarantine time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Released is a quarantined address: who released it and when.
+type Released struct {
+	MAC string
+	At  time.Time
+}
+
+// Grant is the result of an allocation.
+type Grant struct {
+	IP string
+	// Early is set when the address was still quarantined for another MAC
+	// and was handed out because no other address was free.
+	Early *Released
 }
 
 // Pool is the IPAM of one pool. It is safe for concurrent use.
@@ -58,10 +100,23 @@ type Pool struct {
 	blocked  []uint64 // network, broadcast, server, router, excluded
 	marks    map[uint32]string
 	owner    map[uint32]string // offset -> MAC
+	holder   map[uint32]string // offset -> holder identity, when known
 	byMAC    map[string]uint32 // MAC -> offset
 	nUsed    int
 	nBlocked int
 	cursor   uint32 // no free address below this offset
+
+	quarantine time.Duration
+	now        func() time.Time
+	quar       []uint64            // quarantined (free, but kept from other MACs)
+	released   map[uint32]Released // offset -> who released it, when
+	relByMAC   map[string]uint32   // MAC -> its quarantined offset (latest)
+	relQueue   []relItem           // release order, oldest first; may hold stale items
+}
+
+type relItem struct {
+	off uint32
+	at  time.Time
 }
 
 // New builds an empty pool from its configuration.
@@ -97,7 +152,17 @@ func New(c Config) (*Pool, error) {
 		blocked: make([]uint64, words),
 		marks:   map[uint32]string{},
 		owner:   map[uint32]string{},
+		holder:  map[uint32]string{},
 		byMAC:   map[string]uint32{},
+
+		quarantine: c.Quarantine,
+		now:        c.Now,
+		quar:       make([]uint64, words),
+		released:   map[uint32]Released{},
+		relByMAC:   map[string]uint32{},
+	}
+	if p.now == nil {
+		p.now = time.Now
 	}
 	// Bits past the end of the range count as blocked so word scans skip them.
 	for i := size; i < words*64; i++ {
@@ -184,33 +249,87 @@ func (p *Pool) offset(ip string) (uint32, error) {
 
 // Allocate gives mac the lowest free address, or the one it already holds.
 func (p *Pool) Allocate(mac string) (string, error) {
+	g, err := p.AllocateFor(mac, "")
+	return g.IP, err
+}
+
+// AllocateFor gives mac an address for holder: the one mac already holds
+// (adopting an entry whose holder is unknown), else the one mac released
+// last if it is still quarantined, else the lowest free address that is not
+// quarantined for another MAC, else (nothing else free) the address whose
+// quarantine is oldest, reported in Grant.Early. A MAC held for another
+// holder is an error wrapping ErrHeldByOther. An empty holder matches any.
+func (p *Pool) AllocateFor(mac, holder string) (Grant, error) {
 	mac = NormalizeMAC(mac)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	now := p.now()
+	p.prune(now)
 	if off, ok := p.byMAC[mac]; ok {
-		return addr(p.start + off).String(), nil
+		if err := p.claim(off, mac, holder); err != nil {
+			return Grant{}, err
+		}
+		return Grant{IP: addr(p.start + off).String()}, nil
+	}
+	if off, ok := p.relByMAC[mac]; ok {
+		p.take(off, mac, holder)
+		return Grant{IP: addr(p.start + off).String()}, nil
 	}
 	words := uint32(len(p.used))
 	for w := p.cursor / 64; w < words; w++ {
-		free := ^(p.used[w] | p.blocked[w])
+		free := ^(p.used[w] | p.blocked[w] | p.quar[w])
 		if free == 0 {
 			continue
 		}
 		off := w*64 + uint32(bits.TrailingZeros64(free))
-		p.take(off, mac)
+		p.take(off, mac, holder)
 		p.cursor = off + 1
-		return addr(p.start + off).String(), nil
+		return Grant{IP: addr(p.start + off).String()}, nil
 	}
 	p.cursor = words * 64
-	return "", fmt.Errorf("allocate for %s in %s-%s: %w", mac, addr(p.start), addr(p.start+p.size-1), ErrExhausted)
+	// Last resort: the address released longest ago.
+	for len(p.relQueue) > 0 {
+		it := p.relQueue[0]
+		p.relQueue = p.relQueue[1:]
+		r, ok := p.released[it.off]
+		if !ok || !r.At.Equal(it.at) {
+			continue // stale: taken or released again since
+		}
+		p.take(it.off, mac, holder)
+		return Grant{IP: addr(p.start + it.off).String(), Early: &r}, nil
+	}
+	return Grant{}, fmt.Errorf("allocate for %s in %s-%s: %w", mac, addr(p.start), addr(p.start+p.size-1), ErrExhausted)
+}
+
+// claim checks that the allocation at off may be answered to holder and
+// records holder when it was unknown.
+func (p *Pool) claim(off uint32, mac, holder string) error {
+	cur := p.holder[off]
+	switch {
+	case holder == "" || cur == holder:
+		return nil
+	case cur == "":
+		p.holder[off] = holder
+		return nil
+	default:
+		return fmt.Errorf("allocate for %s: %w: it holds %s for %s", mac, ErrHeldByOther, addr(p.start+off), cur)
+	}
 }
 
 // AllocateIP gives mac the address ip. Asking again for the address mac
 // already holds succeeds; asking for a second address for mac moves it.
 func (p *Pool) AllocateIP(ip, mac string) error {
+	return p.AllocateIPFor(ip, mac, "")
+}
+
+// AllocateIPFor is AllocateIP for holder (see AllocateFor). An address
+// quarantined for another MAC is refused with ErrQuarantined: the user
+// asked for that one address, so there is no other to give instead.
+func (p *Pool) AllocateIPFor(ip, mac, holder string) error {
 	mac = NormalizeMAC(mac)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.prune(p.now())
 	off, err := p.offset(ip)
 	if err != nil {
 		return fmt.Errorf("allocate %s for %s: %w", ip, mac, err)
@@ -224,31 +343,87 @@ func (p *Pool) AllocateIP(ip, mac string) error {
 	}
 	if p.isSet(p.used, off) {
 		if p.owner[off] == mac {
-			return nil
+			return p.claim(off, mac, holder)
 		}
 		return fmt.Errorf("allocate %s for %s: %w to MAC %s", ip, mac, ErrAllocated, p.owner[off])
 	}
+	if r, ok := p.released[off]; ok && r.MAC != mac {
+		return fmt.Errorf("allocate %s for %s: %w: released by %s at %s, free for other MACs from %s",
+			ip, mac, ErrQuarantined, r.MAC, r.At.UTC().Format(time.RFC3339), r.At.Add(p.quarantine).UTC().Format(time.RFC3339))
+	}
 	if old, ok := p.byMAC[mac]; ok {
+		if err := p.claim(old, mac, holder); err != nil {
+			return err
+		}
 		p.free(old)
 	}
-	p.take(off, mac)
+	p.take(off, mac, holder)
 	return nil
 }
 
-func (p *Pool) take(off uint32, mac string) {
+func (p *Pool) take(off uint32, mac, holder string) {
+	p.unquarantine(off)
 	p.used[off/64] |= 1 << (off % 64)
 	p.owner[off] = mac
+	if holder != "" {
+		p.holder[off] = holder
+	}
 	p.byMAC[mac] = off
 	p.nUsed++
 }
 
 func (p *Pool) free(off uint32) {
+	mac := p.owner[off]
 	p.used[off/64] &^= 1 << (off % 64)
-	delete(p.byMAC, p.owner[off])
+	delete(p.byMAC, mac)
 	delete(p.owner, off)
+	delete(p.holder, off)
 	p.nUsed--
 	if off < p.cursor {
 		p.cursor = off
+	}
+	if p.quarantine > 0 {
+		p.quarantineAt(off, Released{MAC: mac, At: p.now()})
+	}
+}
+
+func (p *Pool) quarantineAt(off uint32, r Released) {
+	p.unquarantine(off)
+	p.quar[off/64] |= 1 << (off % 64)
+	p.released[off] = r
+	// A MAC gets back only its latest address; an older one stays
+	// quarantined for everyone else until it expires.
+	p.relByMAC[r.MAC] = off
+	p.relQueue = append(p.relQueue, relItem{off, r.At})
+}
+
+func (p *Pool) unquarantine(off uint32) {
+	r, ok := p.released[off]
+	if !ok {
+		return
+	}
+	p.quar[off/64] &^= 1 << (off % 64)
+	delete(p.released, off)
+	if p.relByMAC[r.MAC] == off {
+		delete(p.relByMAC, r.MAC)
+	}
+	if off < p.cursor {
+		p.cursor = off
+	}
+}
+
+// prune ends the quarantines older than the quarantine period.
+func (p *Pool) prune(now time.Time) {
+	for len(p.relQueue) > 0 {
+		it := p.relQueue[0]
+		r, ok := p.released[it.off]
+		if ok && r.At.Equal(it.at) && now.Sub(r.At) < p.quarantine {
+			return
+		}
+		p.relQueue = p.relQueue[1:]
+		if ok && r.At.Equal(it.at) {
+			p.unquarantine(it.off)
+		}
 	}
 }
 
@@ -269,15 +444,79 @@ func (p *Pool) Release(ip string) error {
 
 // ReleaseMAC frees the address held by mac and returns it ("" if none).
 func (p *Pool) ReleaseMAC(mac string) string {
+	ip, _ := p.ReleaseFor(mac, "")
+	return ip
+}
+
+// ReleaseFor frees the address mac holds for holder and returns it ("" if
+// mac holds none). An address mac holds for another holder is left alone
+// (ErrHeldByOther): that allocation is not the one the caller made. An
+// empty holder, given or recorded, matches any.
+func (p *Pool) ReleaseFor(mac, holder string) (string, error) {
 	mac = NormalizeMAC(mac)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	off, ok := p.byMAC[mac]
 	if !ok {
-		return ""
+		return "", nil
+	}
+	ip := addr(p.start + off).String()
+	if cur := p.holder[off]; holder != "" && cur != "" && cur != holder {
+		return "", fmt.Errorf("release %s of %s: %w: it holds it for %s", ip, mac, ErrHeldByOther, cur)
 	}
 	p.free(off)
-	return addr(p.start + off).String()
+	return ip, nil
+}
+
+// ReleaseExact frees ip only if it is still allocated to mac for holder
+// exactly (holder "" meaning none recorded): a compare-and-release for
+// callers that decided from an earlier view.
+func (p *Pool) ReleaseExact(ip, mac, holder string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	off, err := p.offset(ip)
+	if err != nil || !p.isSet(p.used, off) {
+		return false
+	}
+	if p.owner[off] != NormalizeMAC(mac) || p.holder[off] != holder {
+		return false
+	}
+	p.free(off)
+	return true
+}
+
+// Holder returns the holder recorded for ip ("" if none or unknown).
+func (p *Pool) Holder(ip string) string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	off, err := p.offset(ip)
+	if err != nil {
+		return ""
+	}
+	return p.holder[off]
+}
+
+// Holders returns address -> holder for the allocations whose holder is known.
+func (p *Pool) Holders() map[string]string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	m := make(map[string]string, len(p.holder))
+	for off, h := range p.holder {
+		m[addr(p.start+off).String()] = h
+	}
+	return m
+}
+
+// Quarantined returns the addresses still quarantined now.
+func (p *Pool) Quarantined() map[string]Released {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.prune(p.now())
+	m := make(map[string]Released, len(p.released))
+	for off, r := range p.released {
+		m[addr(p.start+off).String()] = r
+	}
+	return m
 }
 
 // Lookup returns the address held by mac.
@@ -390,11 +629,59 @@ func (p *Pool) Restore(allocated map[string]string) []Conflict {
 					Err: fmt.Errorf("MAC already holds %s", addr(p.start+prev))})
 				continue
 			}
-			p.take(e.off, e.mac)
+			p.take(e.off, e.mac, "")
 		}
 	}
 	p.cursor = 0
 	return conflicts
+}
+
+// RestoreHolders records the holders of restored allocations (address ->
+// holder); entries of addresses not allocated are ignored. Call after Restore.
+func (p *Pool) RestoreHolders(holders map[string]string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ip, h := range holders {
+		off, err := p.offset(ip)
+		if err == nil && h != "" && p.isSet(p.used, off) {
+			p.holder[off] = h
+		}
+	}
+}
+
+// RestoreQuarantine loads recorded quarantines (address -> release). Those
+// expired, of addresses allocated or blocked, or outside the range are
+// skipped. Call after Restore.
+func (p *Pool) RestoreQuarantine(released map[string]Released) {
+	type entry struct {
+		off uint32
+		r   Released
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.quarantine <= 0 {
+		return
+	}
+	now := p.now()
+	entries := make([]entry, 0, len(released))
+	for ip, r := range released {
+		off, err := p.offset(ip)
+		if err != nil || p.isSet(p.used, off) || p.isSet(p.blocked, off) || now.Sub(r.At) >= p.quarantine {
+			continue
+		}
+		r.MAC = NormalizeMAC(r.MAC)
+		entries = append(entries, entry{off, r})
+	}
+	// Oldest first, as they were released; ties in address order.
+	slices.SortFunc(entries, func(a, b entry) int {
+		if c := a.r.At.Compare(b.r.At); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.off, b.off)
+	})
+	for _, e := range entries {
+		p.quarantineAt(e.off, e.r)
+	}
 }
 
 // NormalizeMAC lower-cases a MAC and writes it with colons, so that

@@ -19,7 +19,6 @@ import (
 	"github.com/coredhcp/coredhcp/plugins"
 	"github.com/go-logr/logr"
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/rfc1035label"
 
 	"github.com/vm-dhcp/vm-dhcp/plugins/internal/wire"
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
@@ -208,8 +207,9 @@ func (o *Options) encodedFor(p *poolwatch.Pool) *encodedOptions {
 	return e
 }
 
-// encode builds the wire values with the library's own option constructors,
-// so the bytes are exactly what UpdateOption would have produced.
+// encode builds the wire values, with the library's own option constructors
+// where they are right, so the bytes are what UpdateOption would have
+// produced.
 func encode(p *poolwatch.Pool, ntp []net.IP) *encodedOptions {
 	e := &encodedOptions{pool: p}
 	add := func(opt dhcpv4.Option, always, leaseOnly bool) {
@@ -228,8 +228,13 @@ func encode(p *poolwatch.Pool, ntp []net.IP) *encodedOptions {
 		add(dhcpv4.OptDomainName(p.DomainName), false, false)
 	}
 	if len(p.DomainSearch) > 0 {
-		labels := &rfc1035label.Labels{Labels: append([]string(nil), p.DomainSearch...)}
-		add(dhcpv4.OptDomainSearch(labels), false, false)
+		// Not the library's encoder: it turns a trailing dot into an extra
+		// empty name and writes labels over 63 bytes with length bytes that
+		// read as compression pointers. Invalid names were reported when
+		// the pool was loaded (poolwatch) and are left out here.
+		if v, _ := wire.DomainSearch(p.DomainSearch); len(v) > 0 {
+			add(dhcpv4.OptGeneric(dhcpv4.OptionDNSDomainSearchList, v), false, false)
+		}
 	}
 	if len(ntp) > 0 {
 		add(dhcpv4.OptNTPServers(ntp...), false, false)
@@ -240,9 +245,12 @@ func encode(p *poolwatch.Pool, ntp []net.IP) *encodedOptions {
 	if len(p.Routes) > 0 {
 		add(dhcpv4.OptClasslessStaticRoute(classlessRoutes(p)...), false, false)
 	}
-	add(dhcpv4.OptIPAddressLeaseTime(p.LeaseTime), true, true)
-	add(dhcpv4.OptRenewTimeValue(p.LeaseTime/2), true, true)
-	add(dhcpv4.OptRebindingTimeValue(p.LeaseTime*7/8), true, true)
+	lt := wire.LeaseTimesOf(p.LeaseTime)
+	add(dhcpv4.OptGeneric(dhcpv4.OptionIPAddressLeaseTime, binary.BigEndian.AppendUint32(nil, lt.Lease)), true, true)
+	if lt.T1 != 0 {
+		add(dhcpv4.OptGeneric(dhcpv4.OptionRenewTimeValue, binary.BigEndian.AppendUint32(nil, lt.T1)), true, true)
+		add(dhcpv4.OptGeneric(dhcpv4.OptionRebindingTimeValue, binary.BigEndian.AppendUint32(nil, lt.T2)), true, true)
+	}
 	return e
 }
 

@@ -73,44 +73,27 @@ func (l *Leaser) handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 	mt := wire.MessageType(req.Options)
 	l.Metrics.Request(mt)
 	p := l.Pool()
+	if p == nil {
+		// CoreDHCP's own line for this drop says only "response is nil":
+		// say why, at a level shown by default.
+		l.Log.Info("not answering: no view of the pool yet (the API server has not answered and there is no snapshot); see the pool watch errors",
+			"mac", req.ClientHWAddr.String(), "type", mt.String())
+		return nil, true
+	}
 	addr, known := p.Lease(req.ClientHWAddr)
+	if mt == dhcpv4.MessageTypeRequest {
+		// Before the unknown-MAC check: a client whose address was freed
+		// or given to another MAC must be told (RFC 2131 4.3.2).
+		return l.request(req, resp, p, addr, known)
+	}
 	if !known {
-		// Unlike CoreDHCP's file plugin (which answers 0.0.0.0), stay
-		// silent: another server on the segment may own this client.
-		l.Metrics.UnknownMAC.Inc()
-		l.Log.V(1).Info("no allocation, not answering", "mac", req.ClientHWAddr.String(), "type", mt.String())
+		l.unknown(req, mt)
 		return nil, true
 	}
 	switch mt {
 	case dhcpv4.MessageTypeDiscover:
 		resp.YourIPAddr = addr.AsSlice()
-		return resp, false
-
-	case dhcpv4.MessageTypeRequest:
-		// A REQUEST naming another server (SELECTING state) is that
-		// server's business.
-		if sid, ok := wire.IPv4(req.Options, dhcpv4.OptionServerIdentifier); ok && !sid.IsUnspecified() && sid != ourServerID(resp, p) {
-			return nil, true
-		}
-		wantAddr, ok := wire.IPv4(req.Options, dhcpv4.OptionRequestedIPAddress)
-		if !ok || wantAddr.IsUnspecified() {
-			wantAddr, ok = netip.AddrFromSlice(req.ClientIPAddr.To4())
-		}
-		switch {
-		case !ok || !wantAddr.IsValid() || wantAddr.IsUnspecified():
-			return nil, true
-		case wantAddr == addr:
-			resp.YourIPAddr = addr.AsSlice()
-			return resp, false
-		case p.Subnet.Contains(wantAddr):
-			// The client holds an address of our subnet that is not its
-			// own (e.g. the VM moved pools): make it start over.
-			l.Metrics.NAKs.Inc()
-			l.Log.Info("NAK: address is not this MAC's", "mac", req.ClientHWAddr.String(), "requested", wantAddr, "allocated", addr)
-			return nak(req, resp, fmt.Sprintf("%s is not the address of %s", wantAddr, req.ClientHWAddr)), true
-		default:
-			return nil, true
-		}
+		return l.fit(req, resp, p), false
 
 	case dhcpv4.MessageTypeInform:
 		// Options only: the client has its address; no lease is given.
@@ -118,7 +101,7 @@ func (l *Leaser) handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 		resp.Options.Del(dhcpv4.OptionIPAddressLeaseTime)
 		resp.Options.Del(dhcpv4.OptionRenewTimeValue)
 		resp.Options.Del(dhcpv4.OptionRebindingTimeValue)
-		return resp, false
+		return l.fit(req, resp, p), false
 
 	case dhcpv4.MessageTypeRelease:
 		// Addresses are static: the allocation stays, nothing is sent.
@@ -128,6 +111,76 @@ func (l *Leaser) handle(req, resp *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, bool) {
 	default:
 		return nil, true
 	}
+}
+
+// unknown counts and reports a message from a MAC with no allocation.
+// Unlike CoreDHCP's file plugin (which answers 0.0.0.0), the agent stays
+// silent: another server on the segment may own this client.
+func (l *Leaser) unknown(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) {
+	l.Metrics.UnknownMAC.Inc()
+	l.Log.Info("not answering: MAC has no allocation in this pool", "mac", req.ClientHWAddr.String(), "type", mt.String())
+}
+
+// request answers a DHCPREQUEST (RFC 2131 4.3.2). The pool's subnet is
+// this agent's alone (one pool serves a network), so any REQUEST for an
+// address of it that the MAC does not own is NAKed, whatever the state
+// the client is in and whether or not the MAC is known: the old holder of
+// a freed or reassigned address learns it at its next renewal instead of
+// using the address until its lease ends. Outside the subnet the agent
+// speaks only to MACs it knows (a known VM on the wrong network must start
+// over); an unknown client there may be another server's.
+func (l *Leaser) request(req, resp *dhcpv4.DHCPv4, p *poolwatch.Pool, addr netip.Addr, known bool) (*dhcpv4.DHCPv4, bool) {
+	mac := req.ClientHWAddr.String()
+	// SELECTING with another server's identifier: that server's business.
+	if sid, ok := wire.IPv4(req.Options, dhcpv4.OptionServerIdentifier); ok && !sid.IsUnspecified() && sid != ourServerID(resp, p) {
+		if !known {
+			l.unknown(req, dhcpv4.MessageTypeRequest)
+		}
+		return nil, true
+	}
+	// Option 50 in SELECTING and INIT-REBOOT, ciaddr in RENEWING and
+	// REBINDING.
+	want, ok := wire.IPv4(req.Options, dhcpv4.OptionRequestedIPAddress)
+	if !ok || want.IsUnspecified() {
+		want, ok = netip.AddrFromSlice(req.ClientIPAddr.To4())
+	}
+	if !ok || !want.IsValid() || want.IsUnspecified() {
+		if !known {
+			l.unknown(req, dhcpv4.MessageTypeRequest)
+		}
+		return nil, true // malformed: no address asked for
+	}
+	inSubnet := p.Subnet.IsValid() && p.Subnet.Contains(want)
+	switch {
+	case known && want == addr:
+		resp.YourIPAddr = addr.AsSlice()
+		return l.fit(req, resp, p), false
+	case known:
+		// Inside the subnet: another MAC's or nobody's address. Outside:
+		// the VM is on this network with an address of another.
+		l.Metrics.NAKs.Inc()
+		l.Log.Info("NAK: address is not this MAC's", "mac", mac, "requested", want, "allocated", addr)
+		return nak(req, resp, fmt.Sprintf("%s is not the address of %s", want, req.ClientHWAddr)), true
+	case inSubnet:
+		l.Metrics.NAKs.Inc()
+		l.Log.Info("NAK: MAC has no allocation in this pool", "mac", mac, "requested", want)
+		return nak(req, resp, fmt.Sprintf("%s has no address in %s", req.ClientHWAddr, p.Subnet)), true
+	default:
+		l.unknown(req, dhcpv4.MessageTypeRequest)
+		return nil, true
+	}
+}
+
+// fit bounds the reply to what the client accepts (see wire.Fit).
+func (l *Leaser) fit(req, resp *dhcpv4.DHCPv4, p *poolwatch.Pool) *dhcpv4.DHCPv4 {
+	dropped := wire.Fit(req, resp, wire.MaxReplySize(req, p.MTU))
+	for _, code := range dropped {
+		l.Metrics.OptionDropped(code)
+	}
+	if len(dropped) > 0 {
+		l.Log.V(1).Info("options dropped to fit the client's maximum message size", "mac", req.ClientHWAddr.String(), "dropped", dropped)
+	}
+	return resp
 }
 
 // ourServerID is the server identifier the reply carries (set by the
@@ -142,19 +195,25 @@ func ourServerID(resp *dhcpv4.DHCPv4, p *poolwatch.Pool) netip.Addr {
 
 // nak turns resp into a DHCPNAK: per RFC 2131 table 3 it carries no
 // address and no configuration, only the message type, server identifier
-// and a message.
+// and a message, plus what every reply must echo: the relay agent
+// information (RFC 3046 2.2), without which a relay routing by circuit-id
+// cannot deliver it, and the client identifier (RFC 6842).
 func nak(req, resp *dhcpv4.DHCPv4, msg string) *dhcpv4.DHCPv4 {
-	sid := resp.ServerIdentifier()
+	keep := dhcpv4.Options{}
+	for _, code := range []dhcpv4.OptionCode{dhcpv4.OptionServerIdentifier, dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
+		if v := resp.Options.Get(code); v != nil {
+			keep[code.Code()] = v
+		} else if v := req.Options.Get(code); v != nil && code != dhcpv4.OptionServerIdentifier {
+			keep[code.Code()] = v
+		}
+	}
 	resp.YourIPAddr = net.IPv4zero
 	resp.ClientIPAddr = net.IPv4zero
 	resp.ServerIPAddr = net.IPv4zero
 	resp.ServerHostName = ""
 	resp.BootFileName = ""
-	resp.Options = dhcpv4.Options{}
+	resp.Options = keep
 	resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeNak))
-	if sid != nil {
-		resp.UpdateOption(dhcpv4.OptServerIdentifier(sid))
-	}
 	resp.UpdateOption(dhcpv4.OptMessage(msg))
 	if !req.GatewayIPAddr.IsUnspecified() {
 		// RFC 2131 4.3.2: the relay must broadcast a NAK to the client.

@@ -1,6 +1,7 @@
 package ippoollease
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"strings"
@@ -28,6 +29,9 @@ func TestHandle(t *testing.T) {
 	outside := net.IPv4(10, 0, 0, 5).To4()
 	relay := net.IPv4(192, 168, 100, 250).To4()
 	otherServer := net.IPv4(192, 168, 100, 3).To4()
+	// Circuit-id "port7" and remote-id "sw1" (RFC 3046 sub-options 1, 2).
+	relayInfo := dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, []byte{1, 5, 'p', 'o', 'r', 't', '7', 2, 3, 's', 'w', '1'})
+	clientID := dhcpv4.OptClientIdentifier([]byte{0xff, 0, 0, 0, 1, 0, 1, 2, 3})
 	tests := []struct {
 		name     string
 		req      *dhcpv4.DHCPv4
@@ -55,15 +59,58 @@ func TestHandle(t *testing.T) {
 		{name: "renew with a foreign ciaddr of the subnet gets nak",
 			req:      dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithClientIP(dhcptest.OtherIP)),
 			wantType: dhcpv4.MessageTypeNak, naks: 1},
-		{name: "request for an address outside the subnet is not answered",
-			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(outside)))},
+		// Issue 12 item 16: a known MAC with an address of another network
+		// must start over at once (RFC 2131 4.3.2).
+		{name: "init-reboot of a known mac for an address outside the subnet gets nak",
+			req:      dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(outside))),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+		{name: "selecting with our server id for an address outside the subnet gets nak",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC,
+				dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(outside)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(dhcptest.ServerIP))),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+		{name: "renew of a known mac with a ciaddr outside the subnet gets nak",
+			req:      dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithClientIP(outside)),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
 		{name: "request naming another server is not answered",
 			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC,
 				dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.KnownIP)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(otherServer)))},
 		{name: "request without any address is not answered",
 			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC)},
-		{name: "request from unknown mac is not answered",
-			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.KnownIP))), unknown: 1},
+		// Issue 12 item 2: a MAC whose address was freed or given to
+		// another MAC is told at its next REQUEST, whatever its state.
+		{name: "renew from a mac that lost its address gets nak",
+			req:      dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown, dhcpv4.WithClientIP(dhcptest.KnownIP)),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+		{name: "rebind (broadcast) from a mac that lost its address gets nak",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown, dhcpv4.WithClientIP(dhcptest.KnownIP),
+				dhcpv4.WithBroadcast(true)),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+		{name: "renew of a freed address (nobody's) from an unknown mac gets nak",
+			req:      dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown, dhcpv4.WithClientIP(net.IPv4(192, 168, 100, 77))),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+		{name: "init-reboot from unknown mac for an address of the subnet gets nak",
+			req:      dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.KnownIP))),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+		{name: "selecting with our server id from unknown mac for an address of the subnet gets nak",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown,
+				dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.KnownIP)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(dhcptest.ServerIP))),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+		{name: "init-reboot from unknown mac for an address outside the subnet is not answered",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(outside))), unknown: 1},
+		{name: "renew from unknown mac with a ciaddr outside the subnet is not answered",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown, dhcpv4.WithClientIP(outside)), unknown: 1},
+		{name: "selecting of another server from unknown mac is not answered",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown,
+				dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.KnownIP)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(otherServer))), unknown: 1},
+		// Issue 12 item 12: the NAK echoes options 82 and 61.
+		{name: "relayed nak echoes relay agent information and client identifier",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.Unknown, dhcpv4.WithGatewayIP(relay),
+				dhcpv4.WithClientIP(dhcptest.KnownIP), dhcpv4.WithOption(relayInfo), dhcpv4.WithOption(clientID)),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
+		{name: "relayed nak to a known mac echoes relay agent information and client identifier",
+			req: dhcptest.Packet(dhcpv4.MessageTypeRequest, dhcptest.KnownMAC, dhcpv4.WithGatewayIP(relay),
+				dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dhcptest.OtherIP)), dhcpv4.WithOption(relayInfo), dhcpv4.WithOption(clientID)),
+			wantType: dhcpv4.MessageTypeNak, naks: 1},
 		{name: "inform gets options only",
 			req:      dhcptest.Packet(dhcpv4.MessageTypeInform, dhcptest.KnownMAC, dhcpv4.WithClientIP(dhcptest.KnownIP)),
 			wantType: dhcpv4.MessageTypeAck, wantIP: net.IPv4zero},
@@ -71,8 +118,6 @@ func TestHandle(t *testing.T) {
 			req: dhcptest.Packet(dhcpv4.MessageTypeInform, dhcptest.Unknown, dhcpv4.WithClientIP(dhcptest.KnownIP)), unknown: 1},
 		{name: "release is accepted without reply",
 			req: dhcptest.Packet(dhcpv4.MessageTypeRelease, dhcptest.KnownMAC, dhcpv4.WithClientIP(dhcptest.KnownIP))},
-		{name: "decline is not answered",
-			req: dhcptest.Packet(dhcpv4.MessageTypeDecline, dhcptest.KnownMAC)},
 		{name: "relayed discover is answered like a direct one",
 			req:      dhcptest.Packet(dhcpv4.MessageTypeDiscover, dhcptest.KnownMAC, dhcpv4.WithGatewayIP(relay)),
 			wantType: dhcpv4.MessageTypeOffer, wantIP: dhcptest.KnownIP},
@@ -141,11 +186,20 @@ func checkNAK(t *testing.T, req, nak *dhcpv4.DHCPv4) {
 	if !nak.YourIPAddr.IsUnspecified() || !nak.ClientIPAddr.IsUnspecified() {
 		t.Errorf("NAK carries addresses: yiaddr %s ciaddr %s", nak.YourIPAddr, nak.ClientIPAddr)
 	}
+	// RFC 2131 table 3: no configuration in a NAK, only 53, 54 and 56;
+	// plus, echoed from the request, the relay agent information (RFC
+	// 3046 2.2: in all replies) and the client identifier (RFC 6842).
 	for code := range nak.Options {
 		switch code {
 		case dhcpv4.OptionDHCPMessageType.Code(), dhcpv4.OptionServerIdentifier.Code(), dhcpv4.OptionMessage.Code():
+		case dhcpv4.OptionRelayAgentInformation.Code(), dhcpv4.OptionClientIdentifier.Code():
 		default:
-			t.Errorf("NAK carries option %d, RFC 2131 allows only 53, 54, 56 here", code)
+			t.Errorf("NAK carries option %d, allowed are 53, 54, 56 and the echoed 61 and 82", code)
+		}
+	}
+	for _, code := range []dhcpv4.OptionCode{dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
+		if want, got := req.Options.Get(code), nak.Options.Get(code); !bytes.Equal(want, got) {
+			t.Errorf("NAK option %s = %x, want the request's %x echoed", code, got, want)
 		}
 	}
 	if !nak.ServerIdentifier().Equal(dhcptest.ServerIP) {
@@ -154,8 +208,10 @@ func checkNAK(t *testing.T, req, nak *dhcpv4.DHCPv4) {
 	if nak.Message() == "" {
 		t.Errorf("NAK has no message")
 	}
-	if relayed := !req.GatewayIPAddr.IsUnspecified(); relayed != nak.IsBroadcast() {
-		t.Errorf("relayed %v but broadcast flag %v", relayed, nak.IsBroadcast())
+	// Relayed: the relay must broadcast it (RFC 2131 4.3.2). Direct: the
+	// flag is the client's own.
+	if relayed := !req.GatewayIPAddr.IsUnspecified(); relayed && !nak.IsBroadcast() || !relayed && nak.IsBroadcast() != req.IsBroadcast() {
+		t.Errorf("relayed %v, client broadcast %v, NAK broadcast flag %v", relayed, req.IsBroadcast(), nak.IsBroadcast())
 	}
 }
 

@@ -1,6 +1,8 @@
 package poolwatch
 
 import (
+	"strconv"
+
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -17,7 +19,11 @@ type Metrics struct {
 	byTypeRequests, byTypeReplies map[dhcpv4.MessageType]prometheus.Counter
 	NAKs                          prometheus.Counter
 	UnknownMAC                    prometheus.Counter
-	HandleSeconds                 prometheus.Histogram
+	// Declines counts DHCPDECLINEs seen (CoreDHCP drops them before any
+	// plugin; the agent observes them beside it).
+	Declines       prometheus.Counter
+	optionsDropped *prometheus.CounterVec
+	HandleSeconds  prometheus.Histogram
 }
 
 // messageTypes are the DHCPv4 message types counted under their own label;
@@ -42,6 +48,13 @@ func newMetrics() *Metrics {
 		UnknownMAC: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "vmdhcp_agent_unknown_mac_total", Help: "Requests from hardware addresses with no allocation (not answered).",
 		}),
+		Declines: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "vmdhcp_agent_declines_total", Help: "DHCPDECLINEs received: a client found its address in use by another host.",
+		}),
+		optionsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "vmdhcp_agent_reply_options_dropped_total",
+			Help: "Options left out of replies so that they fit the client's maximum message size, by option code.",
+		}, []string{"option"}),
 		HandleSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "vmdhcp_agent_handle_seconds",
 			Help:    "Time the ippool-lease plugin spends deciding a reply.",
@@ -62,6 +75,11 @@ func newMetrics() *Metrics {
 // Request counts one received message of type t.
 func (m *Metrics) Request(t dhcpv4.MessageType) { count(m.requests, m.byTypeRequests, t) }
 
+// OptionDropped counts one option left out of a reply to make it fit.
+func (m *Metrics) OptionDropped(code uint8) {
+	m.optionsDropped.WithLabelValues(strconv.Itoa(int(code))).Inc()
+}
+
 // Reply counts one reply of type t.
 func (m *Metrics) Reply(t dhcpv4.MessageType) { count(m.replies, m.byTypeReplies, t) }
 
@@ -74,5 +92,5 @@ func count(vec *prometheus.CounterVec, resolved map[dhcpv4.MessageType]prometheu
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.replies, m.NAKs, m.UnknownMAC, m.HandleSeconds}
+	return []prometheus.Collector{m.requests, m.replies, m.NAKs, m.UnknownMAC, m.Declines, m.optionsDropped, m.HandleSeconds}
 }

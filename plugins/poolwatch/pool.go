@@ -14,6 +14,7 @@ import (
 	"time"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/plugins/internal/wire"
 )
 
 // DefaultLeaseTime is offered when spec.ipv4Config.leaseTime is unset.
@@ -115,13 +116,25 @@ func FromIPPool(ipp *v1alpha1.IPPool) (*Pool, error) {
 	if cfg.DomainName != nil {
 		p.DomainName = *cfg.DomainName
 	}
-	p.DomainSearch = append([]string(nil), cfg.DomainSearch...)
+	for _, d := range cfg.DomainSearch {
+		if err := wire.CheckDomainName(d); err != nil {
+			errs = append(errs, fmt.Errorf("domainSearch: %w, left out of option 119", err))
+			continue
+		}
+		p.DomainSearch = append(p.DomainSearch, d)
+	}
 	p.NTP = append([]string(nil), cfg.NTP...)
 	p.LeaseTime = DefaultLeaseTime
 	if cfg.LeaseTime != nil {
-		if *cfg.LeaseTime > 0 {
-			p.LeaseTime = time.Duration(*cfg.LeaseTime) * time.Second
-		} else {
+		switch lt := *cfg.LeaseTime; {
+		case int64(lt) >= wire.Infinite:
+			// Admission refuses it; a pool stored before gets what DHCP
+			// can say: infinite (and no overflow of the Duration).
+			p.LeaseTime = wire.Infinite * time.Second
+			errs = append(errs, fmt.Errorf("leaseTime %d: does not fit 32 bits, serving an infinite lease", lt))
+		case lt > 0:
+			p.LeaseTime = time.Duration(lt) * time.Second
+		default:
 			errs = append(errs, fmt.Errorf("leaseTime %d: must be positive, using %s", *cfg.LeaseTime, DefaultLeaseTime))
 		}
 	}

@@ -156,8 +156,13 @@ func (w *Watch) run(ctx context.Context, cfg *rest.Config) error {
 	if err != nil {
 		return fmt.Errorf("watch pool %s: %w", w.Key(), err)
 	}
-	lw := cache.NewListWatchFromClient(rc, "ippools", w.namespace, fields.OneTermEqualSelector("metadata.name", w.name))
+	lw := reporting(cache.NewListWatchFromClient(rc, "ippools", w.namespace, fields.OneTermEqualSelector("metadata.name", w.name)),
+		&errorReporter{log: w.log, now: time.Now})
+	// client-go's own lines (e.g. "Failed to watch") go to the agent's log
+	// too, not to klog.
+	cglog := w.log.WithName("client-go")
 	store, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
+		Logger:        &cglog,
 		ListerWatcher: lw,
 		ObjectType:    &v1alpha1.IPPool{},
 		Handler: cache.ResourceEventHandlerFuncs{

@@ -64,3 +64,25 @@ func TestIPv4MatchesLibrary(t *testing.T) {
 		t.Error("absent option reported present")
 	}
 }
+
+// RawMessageType agrees with the library on every packet it builds, and
+// never reads past the end of a truncated one.
+func TestRawMessageType(t *testing.T) {
+	for _, mt := range []dhcpv4.MessageType{dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeDecline, dhcpv4.MessageTypeRequest} {
+		p, err := dhcpv4.New(dhcpv4.WithMessageType(mt), dhcpv4.WithOption(dhcpv4.OptHostName("vm1")),
+			dhcpv4.WithRequestedOptions(dhcpv4.OptionRouter))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := p.ToBytes()
+		if got := RawMessageType(b); got != mt {
+			t.Errorf("RawMessageType = %s, want %s", got, mt)
+		}
+		for n := range len(b) {
+			_ = RawMessageType(b[:n])
+		}
+	}
+	if got := RawMessageType(make([]byte, 300)); got != dhcpv4.MessageTypeNone {
+		t.Errorf("no magic cookie: %s", got)
+	}
+}

@@ -23,6 +23,8 @@ env > "$EVENTS/$(date +%s%N)-$reason.env"
 case "$reason" in
 BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$new_subnet_mask" dev "$interface" ;;
 bound|renew) ip addr replace "$ip/$subnet" dev "$interface" ;;
+# A lost lease (NAK, expiry) takes the address away, as a real hook does.
+EXPIRE|FAIL|RELEASE|STOP|deconfig) ip -4 addr flush dev "$interface" ;;
 esac
 exit 0
 `

@@ -18,7 +18,10 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller"
 	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
 	"github.com/vm-dhcp/vm-dhcp/test/e2e/localcluster"
 )
@@ -185,7 +188,7 @@ func TestFlow(t *testing.T) {
 				t.Fatal(err)
 			}
 			cm := &corev1.ConfigMap{}
-			key := types.NamespacedName{Namespace: cluster.Namespace(), Name: "default-example-agent-config"}
+			key := types.NamespacedName{Namespace: cluster.Namespace(), Name: controller.AgentConfigMapName(&v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Namespace: pool.Namespace, Name: pool.Name}})}
 			if err := c.Get(ctx, key, cm); err != nil {
 				t.Fatal(err)
 			}
