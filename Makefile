@@ -21,11 +21,12 @@ envtest: ## Build etcd + kube-apiserver into $(CACHE)/envtest and print the fold
 	@hack/envtest/setup.sh
 
 .PHONY: generate
-generate: ## Regenerate deepcopy, CRDs (into the chart) and RBAC from kubebuilder markers.
+generate: ## Regenerate deepcopy, CRDs (into the chart), RBAC and the chart's webhook rules (from webhook.Configurations).
 	@hack/tools.sh controller-gen >/dev/null
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 	$(CONTROLLER_GEN) crd:crdVersions=v1 paths=./api/... output:crd:artifacts:config=charts/vm-dhcp-controller/crds
 	@hack/generate-rbac.sh
+	go run ./hack/webhookconfig charts/vm-dhcp-controller/generated/webhook/webhooks.yaml
 
 .PHONY: verify
 verify: generate ## Fail when generated files are stale.
@@ -57,9 +58,26 @@ demo: ## Local control plane, controller, webhook, an agent and a real DHCP clie
 demo-down: ## Stop the demo and remove everything it started.
 	@hack/demo.sh down
 
+.PHONY: demo-node
+demo-node: ## Not yet verified end to end: the demo on a real node (kubelet, containerd, the chart's images, a QEMU VM).
+	@hack/demo-node.sh up
+
+.PHONY: demo-node-down
+demo-node-down: ## Stop demo-node and remove everything it started.
+	@hack/demo-node.sh down
+
 CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 IMAGE_REGISTRY ?=
 IMAGE_TAG ?= $(VERSION)
+
+.PHONY: images-offline
+images-offline: build ## Build the three images as docker-archive tarballs into bin/images from bin/ (no container engine, no pulls).
+	@mkdir -p $(BIN_DIR)/images
+	@cd hack/images && go build -o $(abspath $(BIN_DIR))/images-tool .
+	@for c in controller webhook agent; do \
+	  $(BIN_DIR)/images-tool -f build/$$c.Dockerfile -context . -build-arg BINARY=prebuilt \
+	    -t "$(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/)vm-dhcp/vm-dhcp-$$c:$(IMAGE_TAG)" -o $(BIN_DIR)/images/vm-dhcp-$$c.tar || exit 1; \
+	done
 
 .PHONY: images
 images: ## Build the controller, webhook and agent images (needs docker or podman).

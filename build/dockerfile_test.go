@@ -26,8 +26,9 @@ type dockerfile struct {
 	GoBuild    string            // the RUN ... go build command
 	Output     string            // -o path of the go build
 	Package    string            // the package built
-	CopyFrom   string            // source of COPY --from=build into the final stage
+	CopyFrom   string            // source of COPY --from=binary into the final stage
 	CopyTo     string
+	Prebuilt   [2]string // COPY SRC DST of the prebuilt stage (offline builds)
 	User       string
 	Entrypoint string
 }
@@ -36,7 +37,8 @@ var (
 	fromRe  = regexp.MustCompile(`^FROM\s+(.+)$`)
 	argRe   = regexp.MustCompile(`^ARG\s+([A-Z_]+)=(.*)$`)
 	runRe   = regexp.MustCompile(`^RUN\s+(CGO_ENABLED=0 go build .+ -o (\S+) (\./\S+))$`)
-	copyRe  = regexp.MustCompile(`^COPY\s+--from=build\s+(\S+)\s+(\S+)$`)
+	copyRe  = regexp.MustCompile(`^COPY\s+--from=binary\s+(\S+)\s+(\S+)$`)
+	plainRe = regexp.MustCompile(`^COPY\s+(bin/\S+)\s+(\S+)$`)
 	userRe  = regexp.MustCompile(`^USER\s+(\S+)$`)
 	entryRe = regexp.MustCompile(`^ENTRYPOINT\s+\["([^"]+)"\]$`)
 )
@@ -62,6 +64,9 @@ func parseDockerfile(t *testing.T, path string) dockerfile {
 		case copyRe.MatchString(l):
 			m := copyRe.FindStringSubmatch(l)
 			d.CopyFrom, d.CopyTo = m[1], m[2]
+		case plainRe.MatchString(l):
+			m := plainRe.FindStringSubmatch(l)
+			d.Prebuilt = [2]string{m[1], m[2]}
 		case userRe.MatchString(l):
 			d.User = userRe.FindStringSubmatch(l)[1]
 		case entryRe.MatchString(l):
@@ -100,8 +105,17 @@ func TestDockerfilesBuildStaticBinaries(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			d := parseDockerfile(t, filepath.Join(repoRoot(), "build", name+".Dockerfile"))
 			bin := "vm-dhcp-" + name
-			if len(d.Stages) != 2 || !strings.HasSuffix(d.Stages[0], " AS build") || d.Stages[1] != "scratch" {
-				t.Errorf("stages %q: want a build stage and a scratch image", d.Stages)
+			// Stages: build (golang), prebuilt (bin/ from make build), the
+			// one ARG BINARY picks, and the scratch image.
+			wantStages := []string{"golang:${GO_VERSION} AS build", "scratch AS prebuilt", "${BINARY} AS binary", "scratch"}
+			if strings.Join(d.Stages, "|") != strings.Join(wantStages, "|") {
+				t.Errorf("stages %q, want %q", d.Stages, wantStages)
+			}
+			if d.Args["BINARY"] != "build" {
+				t.Errorf("ARG BINARY defaults to %q, want build (the standard docker build)", d.Args["BINARY"])
+			}
+			if d.Prebuilt != [2]string{"bin/" + bin, d.Output} {
+				t.Errorf("prebuilt stage copies %q, want bin/%s (make build's output) to %s", d.Prebuilt, bin, d.Output)
 			}
 			if d.Package != w.pkg {
 				t.Errorf("builds %s, want %s", d.Package, w.pkg)

@@ -65,7 +65,7 @@ func generatedConfig(pool *v1alpha1.IPPool) (string, error) {
 // desiredPod is the agent pod of pool, for the given config content hash,
 // on the pool's NAD.
 func (o AgentOptions) desiredPod(pool *v1alpha1.IPPool, configHash string, nad *nadv1.NetworkAttachmentDefinition, image string) (*corev1.Pod, error) {
-	nsName, nadName, err := splitNetwork(pool.Spec.NetworkName)
+	nsName, nadName, err := splitNetwork(pool.Network())
 	if err != nil {
 		return nil, err
 	}

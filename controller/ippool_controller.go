@@ -78,7 +78,7 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	// Registration: the oldest pool on a network owns it; others are refused
 	// with a condition and one event, and wait (no retry loop) until the
 	// owner goes away, which the sibling watch reports.
-	owner, err := networkOwner(ctx, r.Client, pool.Spec.NetworkName)
+	owner, err := networkOwner(ctx, r.Client, pool.Network())
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -88,7 +88,7 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	if owner.Namespace != pool.Namespace || owner.Name != pool.Name {
-		msg := fmt.Sprintf("network %s is already served by ippool %s/%s", pool.Spec.NetworkName, owner.Namespace, owner.Name)
+		msg := fmt.Sprintf("network %s is already served by ippool %s/%s", pool.Network(), owner.Namespace, owner.Name)
 		if !conditionIs(pool.Status.Conditions, v1alpha1.Registered, corev1.ConditionFalse, ReasonNetworkTaken) {
 			r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ReasonNetworkTaken, "Register", msg)
 		}
@@ -108,7 +108,7 @@ func (r *IPPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, err
 	}
 	if nad == nil {
-		msg := fmt.Sprintf("NetworkAttachmentDefinition %s not found", pool.Spec.NetworkName)
+		msg := fmt.Sprintf("NetworkAttachmentDefinition %s not found", pool.Network())
 		if !conditionIs(pool.Status.Conditions, v1alpha1.Registered, corev1.ConditionFalse, ReasonNetworkMissing) {
 			r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ReasonNetworkMissing, "Register", msg)
 		}
@@ -208,7 +208,7 @@ func (r *IPPoolReconciler) updatePoolMetrics(pool *v1alpha1.IPPool) {
 	if !ok {
 		return
 	}
-	labels := []string{pool.Namespace + "/" + pool.Name, pool.Spec.IPv4Config.CIDR, pool.Spec.NetworkName}
+	labels := []string{pool.Namespace + "/" + pool.Name, pool.Spec.IPv4Config.CIDR, pool.Network()}
 	r.Metrics.PoolUsed.WithLabelValues(labels...).Set(float64(am.Used()))
 	r.Metrics.PoolAvailable.WithLabelValues(labels...).Set(float64(am.Available()))
 }
@@ -230,11 +230,14 @@ func (r *IPPoolReconciler) finalize(ctx context.Context, pool *v1alpha1.IPPool) 
 		return err
 	}
 	if r.Metrics != nil {
-		labels := []string{key.String(), pool.Spec.IPv4Config.CIDR, pool.Spec.NetworkName}
+		labels := []string{key.String(), pool.Spec.IPv4Config.CIDR, pool.Network()}
 		r.Metrics.PoolUsed.DeleteLabelValues(labels...)
 		r.Metrics.PoolAvailable.DeleteLabelValues(labels...)
 	}
-	if controllerutil.RemoveFinalizer(pool, Finalizer) {
+	// Our cleanup above is also what Harvester's handler did for its own.
+	ours := controllerutil.RemoveFinalizer(pool, Finalizer)
+	harvesters := controllerutil.RemoveFinalizer(pool, HarvesterIPPoolFinalizer)
+	if ours || harvesters {
 		if err := r.Update(ctx, pool); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("remove finalizer of ippool %s: %w", key, err)
 		}
@@ -269,7 +272,7 @@ func networkOwner(ctx context.Context, c client.Reader, network string) (*v1alph
 
 // registerNAD labels the pool's NAD with the pool; nil if there is no NAD.
 func (r *IPPoolReconciler) registerNAD(ctx context.Context, pool *v1alpha1.IPPool) (*nadv1.NetworkAttachmentDefinition, error) {
-	ns, name, err := splitNetwork(pool.Spec.NetworkName)
+	ns, name, err := splitNetwork(pool.Network())
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +281,7 @@ func (r *IPPoolReconciler) registerNAD(ctx context.Context, pool *v1alpha1.IPPoo
 		if apierrors.IsNotFound(err) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("get network %s: %w", pool.Spec.NetworkName, err)
+		return nil, fmt.Errorf("get network %s: %w", pool.Network(), err)
 	}
 	if nad.Labels[LabelIPPoolNamespace] == pool.Namespace && nad.Labels[LabelIPPoolName] == pool.Name {
 		return nad, nil
@@ -289,13 +292,13 @@ func (r *IPPoolReconciler) registerNAD(ctx context.Context, pool *v1alpha1.IPPoo
 	}
 	nad.Labels[LabelIPPoolNamespace], nad.Labels[LabelIPPoolName] = pool.Namespace, pool.Name
 	if err := r.Patch(ctx, nad, patch); err != nil {
-		return nil, fmt.Errorf("label network %s with ippool %s/%s: %w", pool.Spec.NetworkName, pool.Namespace, pool.Name, err)
+		return nil, fmt.Errorf("label network %s with ippool %s/%s: %w", pool.Network(), pool.Namespace, pool.Name, err)
 	}
 	return nad, nil
 }
 
 func (r *IPPoolReconciler) unregisterNAD(ctx context.Context, pool *v1alpha1.IPPool) error {
-	ns, name, err := splitNetwork(pool.Spec.NetworkName)
+	ns, name, err := splitNetwork(pool.Network())
 	if err != nil {
 		return nil
 	}
@@ -310,7 +313,7 @@ func (r *IPPoolReconciler) unregisterNAD(ctx context.Context, pool *v1alpha1.IPP
 	delete(nad.Labels, LabelIPPoolNamespace)
 	delete(nad.Labels, LabelIPPoolName)
 	if err := r.Patch(ctx, nad, patch); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("unlabel network %s: %w", pool.Spec.NetworkName, err)
+		return fmt.Errorf("unlabel network %s: %w", pool.Network(), err)
 	}
 	return nil
 }

@@ -4,26 +4,33 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the controller's Prometheus series (names and labels as
-// Harvester's vm-dhcp-controller, docs/interfaces.md).
+// Metrics are the controller's Prometheus series. Names and label names are
+// exactly Harvester's vm-dhcp-controller's (pkg/metrics), so that dashboards
+// and alerts written for it keep working (docs/interfaces.md).
 type Metrics struct {
 	PoolUsed      *prometheus.GaugeVec
 	PoolAvailable *prometheus.GaugeVec
 	VMNetCfg      *prometheus.GaugeVec
 }
 
+// Label names of the series, in Harvester's order.
+var (
+	PoolLabels     = []string{"ippool", "cidr", "network"}
+	VMNetCfgLabels = []string{"vmnetcfg", "network", "mac", "ip", "state"}
+)
+
 // NewMetrics creates the series and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		PoolUsed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "vmdhcpcontroller_ippool_used", Help: "Addresses of the pool allocated to MACs.",
-		}, []string{"ippool", "cidr", "network"}),
+		}, PoolLabels),
 		PoolAvailable: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "vmdhcpcontroller_ippool_available", Help: "Addresses of the pool still free.",
-		}, []string{"ippool", "cidr", "network"}),
+		}, PoolLabels),
 		VMNetCfg: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "vmdhcpcontroller_vmnetcfg_status", Help: "One series per NIC of a VirtualMachineNetworkConfig, with its state.",
-		}, []string{"vmnetcfg", "network", "mac", "ip", "status"}),
+		}, VMNetCfgLabels),
 	}
 	for _, c := range []prometheus.Collector{m.PoolUsed, m.PoolAvailable, m.VMNetCfg} {
 		if err := reg.Register(c); err != nil {

@@ -43,6 +43,13 @@ const (
 
 	// Finalizer on IPPools and VirtualMachineNetworkConfigs.
 	Finalizer = "network.harvesterhci.io/vm-dhcp-controller"
+	// HarvesterIPPoolFinalizer and HarvesterVMNetCfgFinalizer are what
+	// Harvester's add-on (wrangler's OnRemove handlers of its
+	// vm-dhcp-ippool-controller and vm-dhcp-vmnetcfg-controller) leaves on
+	// the objects it handled. Once it is uninstalled nobody else removes
+	// them, so our finalize does, or deleting a migrated object hangs.
+	HarvesterIPPoolFinalizer   = "wrangler.cattle.io/vm-dhcp-ippool-controller"
+	HarvesterVMNetCfgFinalizer = "wrangler.cattle.io/vm-dhcp-vmnetcfg-controller"
 
 	ConfigKey        = "config.yaml"
 	ConfigMountPath  = "/etc/coredhcp"

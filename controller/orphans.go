@@ -146,7 +146,7 @@ func Orphans(pool *v1alpha1.IPPool, owned Owned) []Orphan {
 		if mac == ipam.MarkExcluded || mac == ipam.MarkReserved {
 			continue
 		}
-		n := NIC{Network: pool.Spec.NetworkName, MAC: ipam.NormalizeMAC(mac), Owner: pool.Status.IPv4.Owners[ip]}
+		n := NIC{Network: pool.Network(), MAC: ipam.NormalizeMAC(mac), Owner: pool.Status.IPv4.Owners[ip]}
 		if !owned[n] {
 			out = append(out, Orphan{IP: ip, MAC: n.MAC, Owner: n.Owner})
 		}

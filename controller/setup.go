@@ -151,7 +151,7 @@ func setupIndexes(mgr ctrl.Manager) error {
 	ctx := context.Background()
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &v1alpha1.IPPool{}, indexPoolByNetwork, func(o client.Object) []string {
-		return []string{o.(*v1alpha1.IPPool).Spec.NetworkName}
+		return []string{o.(*v1alpha1.IPPool).Network()}
 	}); err != nil {
 		return fmt.Errorf("index ippools by network: %w", err)
 	}
@@ -242,7 +242,7 @@ func poolsOnNetwork(ctx context.Context, c client.Reader, network string) []reco
 
 func mapPoolSiblings(c client.Reader) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
-		return poolsOnNetwork(ctx, c, o.(*v1alpha1.IPPool).Spec.NetworkName)
+		return poolsOnNetwork(ctx, c, o.(*v1alpha1.IPPool).Network())
 	}
 }
 
@@ -273,7 +273,7 @@ func mapNode(c client.Reader, agentNamespace string) handler.MapFunc {
 func mapPoolToVMNetCfgs(c client.Reader) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
 		var list v1alpha1.VirtualMachineNetworkConfigList
-		if err := c.List(ctx, &list, client.MatchingFields{indexVMNetCfgByNetwork: o.(*v1alpha1.IPPool).Spec.NetworkName}); err != nil {
+		if err := c.List(ctx, &list, client.MatchingFields{indexVMNetCfgByNetwork: o.(*v1alpha1.IPPool).Network()}); err != nil {
 			return nil
 		}
 		var out []reconcile.Request
@@ -304,7 +304,7 @@ func mapPoolToAllVMNetCfgs(c client.Reader) handler.MapFunc {
 func mapPoolToVMs(c client.Reader) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
 		var list kubevirtv1.VirtualMachineList
-		if err := c.List(ctx, &list, client.MatchingFields{indexVMByNetwork: o.(*v1alpha1.IPPool).Spec.NetworkName}); err != nil {
+		if err := c.List(ctx, &list, client.MatchingFields{indexVMByNetwork: o.(*v1alpha1.IPPool).Network()}); err != nil {
 			return nil
 		}
 		out := make([]reconcile.Request, 0, len(list.Items))

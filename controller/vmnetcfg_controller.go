@@ -292,7 +292,11 @@ func (r *VMNetCfgReconciler) finalize(ctx context.Context, vnc *v1alpha1.Virtual
 		}
 	}
 	r.deleteMetrics(types.NamespacedName{Namespace: vnc.Namespace, Name: vnc.Name})
-	if controllerutil.RemoveFinalizer(vnc, Finalizer) {
+	// The addresses are released above, which is what Harvester's handler
+	// did for its own finalizer.
+	ours := controllerutil.RemoveFinalizer(vnc, Finalizer)
+	harvesters := controllerutil.RemoveFinalizer(vnc, HarvesterVMNetCfgFinalizer)
+	if ours || harvesters {
 		if err := r.Update(ctx, vnc); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("remove finalizer of vmnetcfg %s/%s: %w", vnc.Namespace, vnc.Name, err)
 		}

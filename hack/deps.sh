@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use when they are missing: real DHCP
 # clients (dhclient, udhcpc, dhcpcd), perfdhcp and Kea for benchmarks, QEMU
-# for the test VM (its kernel and busybox come from hack/vm-artifacts.sh).
+# for the test VM (its kernel and busybox come from hack/vm-artifacts.sh), and
+# the real node's runtime (containerd, runc, the CNI bridge/host-local/loopback
+# plugins, iptables and conntrack for kube-proxy).
 set -euo pipefail
 need=()
 command -v dhclient >/dev/null || need+=(isc-dhcp-client)
@@ -10,6 +12,11 @@ command -v dhcpcd >/dev/null || need+=(dhcpcd-base)
 command -v perfdhcp >/dev/null || need+=(kea-admin)
 command -v kea-dhcp4 >/dev/null || need+=(kea-dhcp4-server)
 command -v ip >/dev/null || need+=(iproute2)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || need+=(iptables)
+command -v conntrack >/dev/null || need+=(conntrack)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 if [ ${#need[@]} -eq 0 ]; then
   echo "deps: all present"

@@ -19,6 +19,9 @@ const (
 // (both named name) that send our kinds, and only them, to the Service
 // namespace/service on port 443. Status updates are not sent: the
 // controller writes them often and they carry no user input.
+//
+// This is the one source of the rules: the chart renders them from
+// generated/webhook/webhooks.yaml, which `make generate` writes from here.
 func Configurations(name, namespace, service string, caBundle []byte) (*admissionregv1.MutatingWebhookConfiguration, *admissionregv1.ValidatingWebhookConfiguration) {
 	group := v1alpha1.GroupVersion.Group
 	version := v1alpha1.GroupVersion.Version
@@ -41,6 +44,9 @@ func Configurations(name, namespace, service string, caBundle []byte) (*admissio
 	}
 	sideEffects := ptr.To(admissionregv1.SideEffectClassNone)
 	fail := ptr.To(admissionregv1.Fail)
+	// Equivalent: a request through another version of the API still
+	// reaches us. Never: our defaults do not depend on other mutations.
+	equivalent := ptr.To(admissionregv1.Equivalent)
 	meta := metav1.ObjectMeta{Name: name, Labels: map[string]string{"app.kubernetes.io/name": "vm-dhcp-webhook"}}
 
 	mutating := &admissionregv1.MutatingWebhookConfiguration{
@@ -50,6 +56,8 @@ func Configurations(name, namespace, service string, caBundle []byte) (*admissio
 			ClientConfig:            clientConfig(MutateIPPoolPath),
 			Rules:                   rule("ippools", admissionregv1.Create),
 			FailurePolicy:           fail,
+			MatchPolicy:             equivalent,
+			ReinvocationPolicy:      ptr.To(admissionregv1.NeverReinvocationPolicy),
 			SideEffects:             sideEffects,
 			AdmissionReviewVersions: []string{"v1"},
 			TimeoutSeconds:          ptr.To[int32](10),
@@ -63,6 +71,7 @@ func Configurations(name, namespace, service string, caBundle []byte) (*admissio
 			Rules: rule("ippools", admissionregv1.Create, admissionregv1.Update,
 				admissionregv1.Delete),
 			FailurePolicy:           fail,
+			MatchPolicy:             equivalent,
 			SideEffects:             sideEffects,
 			AdmissionReviewVersions: []string{"v1"},
 			TimeoutSeconds:          ptr.To[int32](10),
@@ -71,6 +80,7 @@ func Configurations(name, namespace, service string, caBundle []byte) (*admissio
 			ClientConfig:            clientConfig(ValidateVMNetCfgPath),
 			Rules:                   rule("virtualmachinenetworkconfigs", admissionregv1.Create, admissionregv1.Update),
 			FailurePolicy:           fail,
+			MatchPolicy:             equivalent,
 			SideEffects:             sideEffects,
 			AdmissionReviewVersions: []string{"v1"},
 			TimeoutSeconds:          ptr.To[int32](10),

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -115,7 +116,11 @@ func (h Handlers) validateIPPool(ctx context.Context, req admission.Request) adm
 		}
 	}
 	es, err := ValidateIPPool(ctx, h.Lookup, h.Options, req.Operation, &pool, oldPtr)
-	return h.answer("IPPool", req, es, err)
+	if err != nil || len(es) > 0 {
+		return h.answer("IPPool", req, es, err)
+	}
+	ws, err := IPPoolWarnings(ctx, h.Lookup, req.Operation, &pool, oldPtr)
+	return h.answer("IPPool", req, nil, err).WithWarnings(ws...)
 }
 
 func (h Handlers) validateVMNetCfg(ctx context.Context, req admission.Request) admission.Response {
@@ -134,7 +139,11 @@ func (h Handlers) validateVMNetCfg(ctx context.Context, req admission.Request) a
 		oldPtr = &old
 	}
 	es, err := ValidateVMNetCfg(ctx, h.Lookup, req.Operation, &cfg, oldPtr)
-	return h.answer("VirtualMachineNetworkConfig", req, es, err)
+	resp := h.answer("VirtualMachineNetworkConfig", req, es, err)
+	if resp.Allowed && (oldPtr == nil || !equality.Semantic.DeepEqual(oldPtr.Spec, cfg.Spec)) {
+		resp = resp.WithWarnings(VMNetCfgWarnings(&cfg)...)
+	}
+	return resp
 }
 
 func (h Handlers) answer(kind string, req admission.Request, es FieldErrors, err error) admission.Response {

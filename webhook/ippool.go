@@ -103,7 +103,7 @@ func rangeFitsStatus(pool *v1alpha1.IPPool) FieldErrors {
 // cluster: addresses, ranges and options.
 func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 	var es FieldErrors
-	checkNetworkName(&es, "spec.networkName", pool.Spec.NetworkName)
+	checkNetworkName(&es, "spec.networkName", pool.Network())
 	if !pool.HasIPv4() { // IPv6-only pool
 		return append(es, validateIPPoolV6(pool, opts)...)
 	}
@@ -166,20 +166,13 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 		rangeOK = false
 	}
 
-	seen := map[netip.Addr]bool{}
 	for i, e := range c.Pool.Exclude {
 		field := fmt.Sprintf("%s.pool.exclude[%d]", ipv4Path, i)
-		a, ok := parseIPv4(string(e))
-		switch {
-		case !ok:
+		_, ok := parseIPv4(string(e))
+		// Listed twice or outside the range is harmless (Harvester admits
+		// it): ipPoolWarnings says so, the IPAM ignores it.
+		if !ok {
 			es.add(field, string(e), "is not an IPv4 address")
-		case seen[a]:
-			es.add(field, string(e), "is listed twice")
-		case rangeOK && (a.Less(start) || end.Less(a)):
-			es.add(field, string(e), "is outside the range %s-%s", start, end)
-		}
-		if ok {
-			seen[a] = true
 		}
 	}
 
@@ -217,9 +210,9 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 
 	if c.LeaseTime != nil {
 		lt := *c.LeaseTime
+		// Short and non-positive lease times are Harvester's to admit:
+		// ipPoolWarnings explains what clients get.
 		switch {
-		case lt < MinLeaseTime:
-			es.add(ipv4Path+".leaseTime", strconv.Itoa(lt), "is shorter than %d seconds", MinLeaseTime)
 		case int64(lt) >= math.MaxUint32: // 0xffffffff means "infinite" in DHCP
 			es.add(ipv4Path+".leaseTime", strconv.Itoa(lt), "is longer than %d seconds", uint32(math.MaxUint32-1))
 		}
@@ -248,12 +241,10 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 	return append(es, validateWireLimits(pool)...)
 }
 
-// validateIPPoolNetwork checks on create that the pool's network exists and
-// that no other pool serves it: two agents answering on one network would
-// hand out conflicting leases.
+// validateIPPoolNetwork checks on create that the pool's network exists.
 func validateIPPoolNetwork(ctx context.Context, lk Lookup, pool *v1alpha1.IPPool) (FieldErrors, error) {
 	var es FieldErrors
-	ns, name, ok := checkNetworkName(new(FieldErrors), "spec.networkName", pool.Spec.NetworkName)
+	ns, name, ok := checkNetworkName(new(FieldErrors), "spec.networkName", pool.Network())
 	if !ok {
 		return nil, nil // already reported by ValidateIPPoolSpec
 	}
@@ -264,17 +255,9 @@ func validateIPPoolNetwork(ctx context.Context, lk Lookup, pool *v1alpha1.IPPool
 	if !exists {
 		es.add("spec.networkName", pool.Spec.NetworkName, "names no NetworkAttachmentDefinition (no such NetworkAttachmentDefinition %s in namespace %s)", name, ns)
 	}
-	others, err := lk.IPPoolsForNetwork(ctx, pool.Spec.NetworkName)
-	if err != nil {
-		return nil, err
-	}
-	for _, o := range others {
-		if o.Namespace == pool.Namespace && o.Name == pool.Name {
-			continue
-		}
-		es.add("spec.networkName", pool.Spec.NetworkName, "is already served by IPPool %s/%s", o.Namespace, o.Name)
-		break
-	}
+	// A second pool on the network is admitted with a warning
+	// (ipPoolWarnings), as Harvester admits it; the controller keeps it
+	// unregistered while the first one exists.
 	return es, nil
 }
 
@@ -286,7 +269,7 @@ func validateIPPoolDelete(ctx context.Context, lk Lookup, pool *v1alpha1.IPPool)
 	if pool.Spec.NetworkName == "" {
 		return nil, nil
 	}
-	users, err := lk.VMNetCfgsForNetwork(ctx, pool.Spec.NetworkName)
+	users, err := lk.VMNetCfgsForNetwork(ctx, pool.Network())
 	if err != nil {
 		return nil, err
 	}

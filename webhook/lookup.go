@@ -84,7 +84,7 @@ func (o Objects) NADExists(_ context.Context, namespace, name string) (bool, err
 func (o Objects) IPPoolsForNetwork(_ context.Context, network string) ([]v1alpha1.IPPool, error) {
 	var out []v1alpha1.IPPool
 	for _, p := range o.IPPools {
-		if p.Spec.NetworkName == network {
+		if p.Network() == network {
 			out = append(out, p)
 		}
 	}
@@ -96,7 +96,7 @@ func (o Objects) VMNetCfgsForNetwork(_ context.Context, network string) ([]v1alp
 	var out []v1alpha1.VirtualMachineNetworkConfig
 	for _, v := range o.VMNetCfgs {
 		for _, nc := range v.Spec.NetworkConfigs {
-			if nc.NetworkName == network {
+			if vmNetwork(nc.NetworkName, v.Namespace) == network {
 				out = append(out, v)
 				break
 			}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -26,6 +28,7 @@ import (
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
 	"github.com/vm-dhcp/vm-dhcp/webhook"
 )
@@ -34,6 +37,7 @@ import (
 // installed, pointing at a webhook server started in this process.
 var (
 	k8s      client.Client // talks to the apiserver, like kubectl
+	restCfg  *rest.Config  // for clients that need more (warning handlers)
 	webhookC client.Client // the webhook's own cached client
 )
 
@@ -116,13 +120,39 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	restCfg = cfg
 	k8s, err = client.New(cfg, client.Options{Scheme: webhook.Scheme()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "build client:", err)
 		return 1
 	}
 	webhookC = mgr.GetClient()
+	if err := waitWebhooksEffective(ctx, 60*time.Second); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	return m.Run()
+}
+
+// waitWebhooksEffective waits until the apiserver calls our webhooks: it
+// loads webhook configurations asynchronously, so a request right after
+// envtest's start may still be admitted without them. A dry-run IPPool that
+// only the validating webhook refuses (start after end) tells.
+func waitWebhooksEffective(ctx context.Context, timeout time.Duration) error {
+	probe := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "webhook-probe"},
+		Spec: v1alpha1.IPPoolSpec{NetworkName: "default/webhook-probe", IPv4Config: v1alpha1.IPv4Config{
+			CIDR: "10.250.0.0/24", ServerIP: "10.250.0.2", Pool: v1alpha1.Pool{Start: "10.250.0.100", End: "10.250.0.10"}}}}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := k8s.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		if err != nil && strings.Contains(err.Error(), "is after spec.ipv4Config.pool.end") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the apiserver does not call the webhooks after %s (last answer: %v)", timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func waitTLS(addr string, timeout time.Duration) error {

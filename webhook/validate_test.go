@@ -48,12 +48,14 @@ func TestHarvesterExamplesOffline(t *testing.T) {
 	if err != nil || len(es) > 0 {
 		t.Fatalf("Harvester's VMNetCfg refused: %v %v", es, err)
 	}
-	// The same pool again (another name) now collides on the network.
+	// The same pool again (another name) is admitted, as Harvester admits
+	// it, with a warning that it stays unregistered.
 	other := harvesterPool()
 	other.Name = "other"
 	es, _ = ValidateIPPool(ctx, lk, Options{}, admissionv1.Create, other, nil)
-	if !strings.Contains(es.Error(), "spec.networkName: default/example is already served by IPPool default/example") {
-		t.Errorf("second pool on the network: got %q", es.Error())
+	ws, _ := IPPoolWarnings(ctx, lk, admissionv1.Create, other, nil)
+	if len(es) > 0 || !strings.Contains(strings.Join(ws, "; "), "spec.networkName: default/example is already served by IPPool default/example") {
+		t.Errorf("second pool on the network: refusals %q, warnings %q", es.Error(), ws)
 	}
 }
 
@@ -125,7 +127,7 @@ func TestValidateNeverNilFields(t *testing.T) {
 func TestMetadataOnlyUpdatesPass(t *testing.T) {
 	ctx := context.Background()
 	old := harvesterPool()
-	old.Spec.IPv4Config.LeaseTime = ptr.To(10) // invalid today
+	old.Spec.IPv4Config.MTU = ptr.To(20) // invalid today
 	upd := old.DeepCopy()
 	upd.Finalizers = []string{"network.harvesterhci.io/ippool-controller"}
 	if es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, upd, old); len(es) != 0 {
@@ -133,7 +135,7 @@ func TestMetadataOnlyUpdatesPass(t *testing.T) {
 	}
 	upd.Spec.IPv4Config.DNS = []v1alpha1.IPv4Address{"8.8.8.8"}
 	es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, upd, old)
-	if !strings.Contains(es.Error(), "spec.ipv4Config.leaseTime: 10 is shorter than 60 seconds") {
+	if !strings.Contains(es.Error(), "spec.ipv4Config.mtu: 20 is outside 68-65535") {
 		t.Errorf("spec change of an invalid pool: got %q", es.Error())
 	}
 

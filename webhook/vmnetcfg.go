@@ -57,10 +57,11 @@ func ValidateVMNetCfg(ctx context.Context, lk Lookup, op admissionv1.Operation, 
 			}
 		}
 
-		if _, _, ok := checkNetworkName(&es, base+".networkName", nc.NetworkName); !ok {
+		network := vmNetwork(nc.NetworkName, cfg.Namespace)
+		if _, _, ok := checkNetworkName(&es, base+".networkName", network); !ok {
 			continue
 		}
-		more, err := checkNetworkConfig(ctx, lk, cfg, base, nc.NetworkName, mac, ip)
+		more, err := checkNetworkConfig(ctx, lk, cfg, base, network, mac, ip)
 		if err != nil {
 			return nil, err
 		}
@@ -100,7 +101,7 @@ func checkNetworkConfig(ctx context.Context, lk Lookup, cfg *v1alpha1.VirtualMac
 			continue
 		}
 		for _, onc := range o.Spec.NetworkConfigs {
-			if onc.NetworkName == network && ipam.NormalizeMAC(onc.MACAddress) == mac {
+			if vmNetwork(onc.NetworkName, o.Namespace) == network && ipam.NormalizeMAC(onc.MACAddress) == mac {
 				es.add(base+".macAddress", mac, "is already used on network %s by VirtualMachineNetworkConfig %s/%s", network, o.Namespace, o.Name)
 				return es, nil
 			}

@@ -1,9 +1,15 @@
 package v1alpha1
 
 import (
+	"strings"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
+
+// The CRDs' CEL rules use only functions of Kubernetes 1.30 (Harvester
+// v1.4's), e.g. matches() and not isCIDR() (1.31): the chart must install
+// there. The webhook checks what a pattern cannot (e.g. host bits).
 
 // Conditions of an IPPool.
 const (
@@ -65,7 +71,8 @@ type IPPoolSpec struct {
 
 	// NetworkName is the NetworkAttachmentDefinition the pool serves, as namespace/name.
 	// +kubebuilder:validation:MaxLength=64
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$`
+	// A bare name means default/<name>, as Harvester reads it.
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-.a-z0-9]*[a-z0-9])?$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.networkName is immutable"
 	NetworkName string `json:"networkName"`
 
@@ -83,7 +90,7 @@ type IPv4Config struct {
 
 	// CIDR is the subnet of the network, e.g. 192.168.100.0/24.
 	// +kubebuilder:validation:MaxLength=18
-	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4",message="spec.ipv4Config.cidr must be an IPv4 network such as 192.168.100.0/24"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$')",message="spec.ipv4Config.cidr must be an IPv4 network such as 192.168.100.0/24"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.cidr is immutable"
 	CIDR string `json:"cidr"`
 
@@ -156,7 +163,7 @@ type Pool struct {
 type Route struct {
 	// Destination network, e.g. 10.10.0.0/16.
 	// +kubebuilder:validation:MaxLength=18
-	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 4",message="destination must be an IPv4 network such as 10.10.0.0/16"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$')",message="destination must be an IPv4 network such as 10.10.0.0/16"
 	Destination string `json:"destination"`
 	// Gateway for the destination; must lie in the pool's CIDR.
 	Gateway IPv4Address `json:"gateway"`
@@ -240,3 +247,19 @@ func init() {
 
 // IsPaused reports whether spec.paused is set and true.
 func (p *IPPool) IsPaused() bool { return p.Spec.Paused != nil && *p.Spec.Paused }
+
+// DefaultNetworkNamespace is the namespace of a spec.networkName written
+// without one. Harvester's webhook reads a bare name as default/<name>, and
+// manifests written for it rely on that.
+const DefaultNetworkNamespace = "default"
+
+// Network is spec.networkName as namespace/name: a bare name is in
+// DefaultNetworkNamespace. Everything that looks up or matches a pool's
+// network uses this, never the raw field.
+func (p *IPPool) Network() string {
+	n := p.Spec.NetworkName
+	if n == "" || strings.Contains(n, "/") {
+		return n
+	}
+	return DefaultNetworkNamespace + "/" + n
+}

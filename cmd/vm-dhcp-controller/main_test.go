@@ -117,7 +117,7 @@ func TestBinaryServesHealthMetricsAndDebug(t *testing.T) {
 		{"http://" + probeAddr + "/healthz", "ok"},
 		{"http://" + probeAddr + "/readyz", "ok"},
 		{"http://" + metricsAddr + "/metrics", `vmdhcpcontroller_ippool_used{cidr="10.0.0.0/24",ippool="demo/pool",network="demo/net"} 1`},
-		{"http://" + metricsAddr + "/metrics", `vmdhcpcontroller_vmnetcfg_status{ip="10.0.0.10",mac="02:00:00:00:00:01",network="demo/net",status="Allocated",vmnetcfg="demo/vm"} 1`},
+		{"http://" + metricsAddr + "/metrics", `vmdhcpcontroller_vmnetcfg_status{ip="10.0.0.10",mac="02:00:00:00:00:01",network="demo/net",state="Allocated",vmnetcfg="demo/vm"} 1`},
 		{"http://" + metricsAddr + "/ipams/demo/pool", `"10.0.0.10": "02:00:00:00:00:01"`},
 		{"http://" + metricsAddr + "/caches/demo/pool", `"02:00:00:00:00:01": "10.0.0.10"`},
 	}

@@ -112,6 +112,9 @@ type Pool struct {
 	released   map[uint32]Released // offset -> who released it, when
 	relByMAC   map[string]uint32   // MAC -> its quarantined offset (latest)
 	relQueue   []relItem           // release order, oldest first; may hold stale items
+	// excludedOutside are excluded addresses outside the range (they may
+	// even be outside the CIDR), reported as EXCLUDED by Allocated.
+	excludedOutside map[string]bool
 }
 
 type relItem struct {
@@ -185,11 +188,20 @@ func New(c Config) (*Pool, error) {
 		p.block(a, MarkReserved)
 	}
 	for _, e := range c.Exclude {
-		a, err := parseIn(prefix, "exclude", e)
-		if err != nil {
-			return nil, err
+		a, err := netip.ParseAddr(e)
+		if err != nil || !a.Is4() {
+			return nil, fmt.Errorf("%w: exclude %q is not an IPv4 address", ErrInvalidConfig, e)
 		}
-		p.block(a, MarkExcluded)
+		if off := u32(a); off >= start && off <= end {
+			p.block(off, MarkExcluded)
+			continue
+		}
+		// Outside the range nothing is handed out anyway, but Harvester's
+		// status lists every excluded address as EXCLUDED: so do we.
+		if p.excludedOutside == nil {
+			p.excludedOutside = map[string]bool{}
+		}
+		p.excludedOutside[a.String()] = true
 	}
 	return p, nil
 }
@@ -566,12 +578,16 @@ func (p *Pool) Available() int {
 	return int(p.size) - p.nBlocked - p.nUsed
 }
 
-// Allocated returns the status map: address -> MAC for allocations, and the
-// marks EXCLUDED / RESERVED for addresses of the range never handed out.
+// Allocated returns the status map: address -> MAC for allocations, the
+// marks EXCLUDED / RESERVED for addresses of the range never handed out, and
+// EXCLUDED for every excluded address outside the range (as Harvester does).
 func (p *Pool) Allocated() map[string]string {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	m := make(map[string]string, len(p.owner)+len(p.marks))
+	m := make(map[string]string, len(p.owner)+len(p.marks)+len(p.excludedOutside))
+	for ip := range p.excludedOutside {
+		m[ip] = MarkExcluded
+	}
 	for off, mark := range p.marks {
 		m[addr(p.start+off).String()] = mark
 	}

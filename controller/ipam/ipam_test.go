@@ -211,3 +211,18 @@ func TestNoDoubleAllocationUnderChurn(t *testing.T) {
 		t.Fatalf("Used = %d, want %d", p.Used(), len(seen))
 	}
 }
+
+// TestEveryExcludeIsMarked: like Harvester's controller, the status lists
+// every excluded address as EXCLUDED, also those outside the range or even
+// outside the CIDR, which only the range's own excludes affect allocation.
+func TestEveryExcludeIsMarked(t *testing.T) {
+	p := mustNew(t, Config{CIDR: "10.0.0.0/24", Start: "10.0.0.10", End: "10.0.0.20", ServerIP: "10.0.0.2",
+		Exclude: []string{"10.0.0.15", "10.0.0.200", "10.9.9.9"}})
+	want := map[string]string{"10.0.0.15": MarkExcluded, "10.0.0.200": MarkExcluded, "10.9.9.9": MarkExcluded}
+	if got := p.Allocated(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Allocated = %v, want %v", got, want)
+	}
+	if p.Available() != 10 {
+		t.Fatalf("Available = %d, want 10 (11 in the range, one excluded)", p.Available())
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -139,6 +140,10 @@ func render(t testing.TB, c *chart.Chart, values map[string]any) (*rendered, err
 	inst := action.NewInstall(&action.Configuration{})
 	inst.DryRun = true
 	inst.ClientOnly = true
+	// A client-only install checks Chart.yaml's kubeVersion against this
+	// (Helm's own default is older than the chart supports): the oldest
+	// release the chart is tested on.
+	inst.KubeVersion = &chartutil.KubeVersion{Version: "v1.30.14", Major: "1", Minor: "30"}
 	inst.ReleaseName = releaseName
 	inst.Namespace = releaseNamespace
 	rel, err := inst.Run(c, values)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -130,4 +131,106 @@ func exportedInSource(t *testing.T) map[string]bool {
 		}
 	}
 	return out
+}
+
+// harvesterControllerLabels are the label names of the controller's series in
+// Harvester's vm-dhcp-controller (pkg/metrics/metrics.go): dashboards and
+// alerts written for it must keep working unchanged.
+var harvesterControllerLabels = map[string][]string{
+	"vmdhcpcontroller_ippool_used":      {"ippool", "cidr", "network"},
+	"vmdhcpcontroller_ippool_available": {"ippool", "cidr", "network"},
+	"vmdhcpcontroller_vmnetcfg_status":  {"vmnetcfg", "network", "mac", "ip", "state"},
+}
+
+// documentedControllerLabels reads "`name`, `name` (labels `a`, `b`)" runs
+// of the Metrics section of docs/interfaces.md.
+func documentedControllerLabels(t *testing.T) map[string][]string {
+	t.Helper()
+	doc := string(readFile(t, "docs/interfaces.md"))
+	i := strings.Index(doc, "## Metrics")
+	section := doc[i:]
+	if j := strings.Index(section[3:], "\n## "); j >= 0 {
+		section = section[:j+3]
+	}
+	section = strings.Join(strings.Fields(section), " ")
+	out := map[string][]string{}
+	var pending []string
+	tok := regexp.MustCompile("`(vmdhcpcontroller_[a-z_]+)`|\\(labels ([^)]*)\\)")
+	for _, m := range tok.FindAllStringSubmatch(section, -1) {
+		if m[1] != "" {
+			pending = append(pending, m[1])
+			continue
+		}
+		var labels []string
+		for _, l := range strings.Split(m[2], ",") {
+			labels = append(labels, strings.Trim(strings.TrimSpace(l), "`"))
+		}
+		for _, n := range pending {
+			out[n] = labels
+		}
+		pending = nil
+	}
+	return out
+}
+
+// TestControllerMetricLabelsAreHarvesters: docs/interfaces.md lists exactly
+// Harvester's label names for the controller's series, and every label the
+// dashboard groups by or shows in a legend is one of them (or a label
+// Prometheus adds to every scraped series).
+func TestControllerMetricLabelsAreHarvesters(t *testing.T) {
+	documented := documentedControllerLabels(t)
+	for name, want := range harvesterControllerLabels {
+		if got := documented[name]; strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("docs/interfaces.md gives %s the labels %v, Harvester's are %v", name, got, want)
+		}
+	}
+	r := mustRender(t, nil)
+	cm := typed[corev1.ConfigMap](t, r.get(t, "ConfigMap", "vm-dhcp-dashboard"))
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr         string `json:"expr"`
+				LegendFormat string `json:"legendFormat"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(cm.Data["vm-dhcp.json"]), &dash); err != nil {
+		t.Fatalf("dashboard is not JSON: %v", err)
+	}
+	scrape := map[string]bool{"pod": true, "namespace": true, "instance": true, "job": true, "container": true, "le": true}
+	by := regexp.MustCompile(`\bby \(([^)]*)\)`)
+	legend := regexp.MustCompile(`\{\{\s*([a-z_]+)\s*\}\}`)
+	checked := 0
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			var metric string
+			for name := range harvesterControllerLabels {
+				if strings.Contains(target.Expr, name) {
+					metric = name
+				}
+			}
+			if metric == "" {
+				continue
+			}
+			var used []string
+			for _, m := range by.FindAllStringSubmatch(target.Expr, -1) {
+				for _, l := range strings.Split(m[1], ",") {
+					used = append(used, strings.TrimSpace(l))
+				}
+			}
+			for _, m := range legend.FindAllStringSubmatch(target.LegendFormat, -1) {
+				used = append(used, m[1])
+			}
+			for _, l := range used {
+				checked++
+				if !scrape[l] && !slices.Contains(harvesterControllerLabels[metric], l) {
+					t.Errorf("panel %q uses label %q of %s, which has only %v", p.Title, l, metric, harvesterControllerLabels[metric])
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Error("no dashboard query groups or labels a controller series: nothing was checked")
+	}
 }

@@ -153,16 +153,7 @@ func newAgentEnv(t *testing.T) *agentEnv {
 	must(err)
 	t.Cleanup(func() { proxy.Close() })
 	e.conf = filepath.Join(e.dir, "config.yaml")
-	pk := poolNS + "/pool"
-	conf := fmt.Sprintf(`server4:
-  listen:
-    - "%%br0"
-  plugins:
-    - server_id: %s
-    - harvester-options: %s kubeconfig=%s
-    - ippool-lease: %s snapshot=%s kubeconfig=%s
-`, serverIP, pk, e.cp.kubeconfig, pk, filepath.Join(e.dir, "snapshot.json"), e.cp.kubeconfig)
-	must(os.WriteFile(e.conf, []byte(conf), 0o644))
+	must(writeAgentConfig(e.conf, serverIP, poolNS+"/pool", e.cp.kubeconfig, filepath.Join(e.dir, "snapshot.json")))
 	e.startAgent(agentBin)
 	t.Cleanup(func() {
 		e.agentMu.Lock()
@@ -238,8 +229,28 @@ func (e *agentEnv) currentAgent() *process {
 	return e.agent
 }
 
-func (e *agentEnv) httpGet(path string) (string, error) {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: dialerIn(e.srvNS), DisableKeepAlives: true}}
+// writeAgentConfig writes the CoreDHCP config of an agent serving pool
+// (namespace/name) on br0 of its namespace, as the controller would.
+func writeAgentConfig(path, serverIP, pool, kubeconfig, snapshot string) error {
+	conf := fmt.Sprintf(`server4:
+  listen:
+    - "%%br0"
+  plugins:
+    - server_id: %s
+    - harvester-options: %s kubeconfig=%s
+    - ippool-lease: %s snapshot=%s kubeconfig=%s
+`, serverIP, pool, kubeconfig, pool, snapshot, kubeconfig)
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return fmt.Errorf("write agent config: %w", err)
+	}
+	return nil
+}
+
+func (e *agentEnv) httpGet(path string) (string, error) { return agentGet(e.srvNS, path) }
+
+// agentGet GETs path from the health server of the agent in namespace ns.
+func agentGet(ns, path string) (string, error) {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: dialerIn(ns), DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + agentHealth + path)
 	if err != nil {
 		return "", err

@@ -1,4 +1,4 @@
-// Package reliability holds the fault-injection scenarios of issue 8 (as
+// Package reliability holds the fault-injection scenarios of issues 8 and 12 (as
 // tests) and renders their figures into docs/reliability.md.
 //
 // Each scenario test writes one JSON fragment into results/ when it ends;
@@ -91,7 +91,10 @@ func Render(results []Result) []byte {
 	b.WriteString("agent binaries built by the test, a real kube-apiserver + etcd (envtest), real DHCP clients (udhcpc) and\n")
 	b.WriteString("perfdhcp in network namespaces the test creates. Each scenario ends with the invariant checker\n")
 	b.WriteString("(`test/invariants`: no address on two MACs, no MAC with two addresses, no leaked or missing entry,\n")
-	b.WriteString("`used`/`available` consistent). Run them with\n\n")
+	b.WriteString("`used`/`available` consistent). The S7 scenarios of issue 12 also watch the wire: 56 real udhcpc guests,\n")
+	b.WriteString("each with the MAC of its VMNetCfg NIC, renew every few seconds while the workload churns, and the address\n")
+	b.WriteString("configured on every guest is sampled continuously; what counts as a violation is defined at the top of\n")
+	b.WriteString("`test/reliability/wire_check_test.go`. Run them with\n\n")
 	b.WriteString("```\nKUBEBUILDER_ASSETS=$HOME/.cache/vm-dhcp/envtest/v1.37.2 go test -count=1 -v ./test/reliability/\n```\n\n")
 	b.WriteString("as root. A partial run (`-run TestS1`) rewrites only the figures of the scenarios it ran; each section says\n")
 	b.WriteString("when and at which commit its figures were measured.\n\n")

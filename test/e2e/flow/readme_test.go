@@ -88,7 +88,7 @@ func TestREADMECommands(t *testing.T) {
 						t.Errorf("README command `%s`: only helm install is checked", line)
 						continue
 					}
-					args := append([]string{"template"}, fields[2:]...)
+					args := append([]string{"template", "--kube-version", cluster.KubeVersion()}, fields[2:]...)
 					cmd := exec.CommandContext(ctx, helmBin, args...)
 					cmd.Dir = root
 					out, err := cmd.CombinedOutput()

@@ -43,8 +43,11 @@ var skippedKinds = map[string]bool{
 }
 
 // renderChart runs `helm template` on the chart and sorts what it renders.
-func renderChart(helm, chartDir, release, namespace string, setValues []string) (*renderedChart, error) {
-	args := []string{"template", release, chartDir, "--namespace", namespace, "--include-crds"}
+// kubeVersion is the version of the apiserver it will be installed into:
+// Helm checks Chart.yaml's kubeVersion against it, as `helm install` does
+// against a live cluster.
+func renderChart(helm, chartDir, release, namespace, kubeVersion string, setValues []string) (*renderedChart, error) {
+	args := []string{"template", release, chartDir, "--namespace", namespace, "--include-crds", "--kube-version", kubeVersion}
 	for _, v := range setValues {
 		args = append(args, "--set", v)
 	}
@@ -311,4 +314,18 @@ func localVolumes(cc containerCommand, chart *renderedChart, dir string) (map[st
 		mounts[mv.Mount.MountPath] = folder
 	}
 	return mounts, nil
+}
+
+// apiserverVersion asks the kube-apiserver binary of assets for its version
+// (e.g. v1.37.2).
+func apiserverVersion(assets string) (string, error) {
+	out, err := exec.Command(filepath.Join(assets, "kube-apiserver"), "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("kube-apiserver --version: %w", err)
+	}
+	f := strings.Fields(string(out)) // "Kubernetes v1.37.2"
+	if len(f) != 2 || !strings.HasPrefix(f[1], "v1.") {
+		return "", fmt.Errorf("kube-apiserver --version printed %q", out)
+	}
+	return f[1], nil
 }

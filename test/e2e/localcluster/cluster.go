@@ -78,6 +78,14 @@ type Options struct {
 	// Progress receives one line per step a newcomer can follow (default:
 	// discarded).
 	Progress io.Writer
+	// PriorCRDDirs and Prior set up what another product left in the
+	// cluster before this chart is installed (the migration from
+	// Harvester's add-on): the control plane starts with the CRDs of
+	// PriorCRDDirs instead of the chart's, Prior runs on it, and then the
+	// chart's CRDs replace those in place, as `kubectl apply -f crds/`
+	// does, before the rest of the chart is installed.
+	PriorCRDDirs []string
+	Prior        func(ctx context.Context, c client.Client) error
 }
 
 // Cluster is a running local cluster. Stop it to remove everything.
@@ -100,7 +108,12 @@ type Cluster struct {
 
 	WebhookPort           int
 	ControllerMetricsAddr string
+	kubeVersion           string
 }
+
+// KubeVersion is the version of the cluster's kube-apiserver (e.g. v1.37.2),
+// for `helm template --kube-version`.
+func (c *Cluster) KubeVersion() string { return c.kubeVersion }
 
 func (o *Options) defaults() error {
 	if o.WorkDir == "" || o.BinDir == "" || o.Helm == "" {
@@ -152,8 +165,15 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 	}()
 
-	c.step("rendering the chart %s with helm", opts.ChartDir)
-	chart, err := renderChart(opts.Helm, opts.ChartDir, "vm-dhcp", opts.Namespace, opts.HelmSet)
+	assets, err := testenv.AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	if c.kubeVersion, err = apiserverVersion(assets); err != nil {
+		return nil, err
+	}
+	c.step("rendering the chart %s with helm for Kubernetes %s", opts.ChartDir, c.kubeVersion)
+	chart, err := renderChart(opts.Helm, opts.ChartDir, "vm-dhcp", opts.Namespace, c.kubeVersion, opts.HelmSet)
 	if err != nil {
 		return nil, err
 	}
@@ -162,6 +182,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 
 	if err := c.startControlPlane(chart); err != nil {
+		return nil, err
+	}
+	if err := c.runPrior(ctx, chart); err != nil {
 		return nil, err
 	}
 	if err := c.install(ctx, chart); err != nil {
@@ -199,6 +222,10 @@ func (c *Cluster) startControlPlane(chart *renderedChart) error {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                testenv.Scheme(),
 	}
+	if c.opts.Prior != nil {
+		c.env.CRDs = nil
+		c.env.CRDDirectoryPaths = append(c.env.CRDDirectoryPaths, c.opts.PriorCRDDirs...)
+	}
 	before := pidSet(childPIDs())
 	if _, err := c.env.Start(); err != nil {
 		return fmt.Errorf("start control plane: %w", err)
@@ -230,6 +257,26 @@ func (c *Cluster) startControlPlane(chart *renderedChart) error {
 		return fmt.Errorf("client: %w", err)
 	}
 	c.step("control plane ready at %s; kubeconfig %s", c.restConfig.Host, c.kubeconfig)
+	return nil
+}
+
+// runPrior runs Options.Prior, then replaces the CRDs it ran with by the
+// chart's, in place: the objects stored under the old CRDs stay.
+func (c *Cluster) runPrior(ctx context.Context, chart *renderedChart) error {
+	if c.opts.Prior == nil {
+		return nil
+	}
+	c.step("setting up the prior state (CRDs from %s)", strings.Join(c.opts.PriorCRDDirs, ", "))
+	if err := c.opts.Prior(ctx, c.client); err != nil {
+		return fmt.Errorf("prior state: %w", err)
+	}
+	c.step("replacing the CRDs in place with the chart's (kubectl apply -f crds/)")
+	if err := envtest.CreateCRDs(c.restConfig, chart.CRDs); err != nil {
+		return fmt.Errorf("replace CRDs with the chart's: %w", err)
+	}
+	if err := envtest.WaitForCRDs(c.restConfig, chart.CRDs, envtest.CRDInstallOptions{PollInterval: 100 * time.Millisecond, MaxTime: 30 * time.Second}); err != nil {
+		return fmt.Errorf("chart CRDs not established: %w", err)
+	}
 	return nil
 }
 

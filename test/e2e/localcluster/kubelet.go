@@ -400,7 +400,7 @@ func (k *kubelet) attachments(ctx context.Context, pod *corev1.Pod) ([]attachmen
 	if err := k.c.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, pool); err != nil {
 		return nil, fmt.Errorf("pool of pod %s/%s: %w", pod.Namespace, pod.Name, err)
 	}
-	network := pool.Spec.NetworkName
+	network := pool.Network()
 	if !strings.Contains(network, "/") {
 		network = pool.Namespace + "/" + network
 	}

@@ -1,0 +1,185 @@
+// Command vm-dhcp-node runs `make demo` on a real Kubernetes cluster on this
+// machine (package test/e2e/node): a real control plane, two nodes (real
+// kubelets with containerd, runc and the CNI bridge), the chart installed
+// with helm from images built from build/, the examples applied, and a real
+// QEMU VM with the example VirtualMachine's MAC whose console shows the
+// lease the agent pod gave it.
+//
+//	vm-dhcp-node up   [--workdir .demo] [--bin bin]
+//	vm-dhcp-node down [--workdir .demo]
+//
+// `up` keeps everything running until Ctrl-C, then removes it all; `down`
+// removes what an `up` that died left behind.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vm-dhcp/vm-dhcp/test/e2e/node"
+	"github.com/vm-dhcp/vm-dhcp/test/e2e/vm"
+)
+
+// netns is the demo cluster's network namespace; tests use their own.
+const netns = "vmdhcp-demo"
+
+const vmMAC = "22:37:37:82:93:7d" // examples/vm.yaml
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: vm-dhcp-node up|down [flags]")
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	workDir := fs.String("workdir", ".demo", "folder for the cluster, images, kubeconfig and logs")
+	binDir := fs.String("bin", "bin", "folder with vm-dhcp-controller, vm-dhcp-webhook and vm-dhcp-agent (make build)")
+	_ = fs.Parse(os.Args[2:])
+	abs, err := filepath.Abs(*workDir)
+	if err == nil {
+		*workDir = abs
+	}
+	if b, err := filepath.Abs(*binDir); err == nil {
+		*binDir = b
+	}
+	switch os.Args[1] {
+	case "up":
+		err = up(*workDir, *binDir)
+	case "down":
+		node.Down(filepath.Join(*workDir, "cluster"), netns)
+		fmt.Println("==> demo cluster removed")
+	default:
+		err = fmt.Errorf("unknown command %q: want up or down", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
+
+// prefixed copies console lines to stdout, each marked as the VM's.
+type prefixed struct{ w io.Writer }
+
+func (p prefixed) Write(b []byte) (int, error) {
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if l != "" {
+			fmt.Fprint(p.w, "    vm | "+l)
+		}
+	}
+	return len(b), nil
+}
+
+func up(workDir, binDir string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	t0 := time.Now()
+	tag, err := appVersion("charts/vm-dhcp-controller/Chart.yaml")
+	if err != nil {
+		return err
+	}
+	step("images from build/*.Dockerfile (prebuilt stage, bin/), tag %s; Kubernetes binaries, helm", tag)
+	assets, err := node.PrepareAssets(ctx, workDir, binDir, []string{tag})
+	if err != nil {
+		return err
+	}
+	cluster, err := node.Start(ctx, node.Options{
+		WorkDir: filepath.Join(workDir, "cluster"), KubeBinDir: assets.KubeBinDir, CNIBinDir: assets.CNIBinDir,
+		Images: assets.Images, Netns: netns, Nodes: []string{"node-a", "node-b"},
+		NodeLabels: map[string]string{"network.harvesterhci.io/mgmt": "true"}, Progress: os.Stdout,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("stopping the cluster and removing everything it created")
+		cluster.Stop()
+	}()
+	kc := cluster.Kubeconfig()
+	sh := func(name string, args ...string) error {
+		fmt.Printf("$ %s %s\n", filepath.Base(name), strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, name, append([]string{"--kubeconfig", kc}, args...)...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		return cmd.Run()
+	}
+	if err := sh("kubectl", "apply", "-f", "test/crds"); err != nil {
+		return err
+	}
+	step("helm install of the chart, unmodified (two controller replicas elect a leader)")
+	if err := sh(assets.Helm, "install", "vm-dhcp", "charts/vm-dhcp-controller", "-n", "vm-dhcp-system",
+		"--create-namespace", "--set", "controller.replicas=2", "--wait", "--timeout", "5m"); err != nil {
+		return err
+	}
+	if err := sh("kubectl", "get", "pods", "-n", "vm-dhcp-system", "-o", "wide"); err != nil {
+		return err
+	}
+	step("the examples: the VM network (NAD; without its VLAN: this kernel has no bridge VLAN filtering), its IPPool, a VirtualMachine")
+	nad, err := os.ReadFile("examples/nad.yaml")
+	if err != nil {
+		return err
+	}
+	nadFile := filepath.Join(workDir, "nad.yaml")
+	if err := os.WriteFile(nadFile, []byte(strings.Replace(string(nad), `"vlan":100,`, "", 1)), 0o644); err != nil {
+		return err
+	}
+	for _, f := range []string{nadFile, "examples/harvester-ippool.yaml", "examples/vm.yaml"} {
+		if err := sh("kubectl", "apply", "-f", f); err != nil {
+			return err
+		}
+	}
+	if err := sh("kubectl", "wait", "pod", "-n", "vm-dhcp-system", "-l", "app.kubernetes.io/name=vm-dhcp-agent",
+		"--for=condition=Ready", "--timeout=180s"); err != nil {
+		return err
+	}
+	if err := sh("kubectl", "get", "pods", "-n", "vm-dhcp-system", "-l", "app.kubernetes.io/name=vm-dhcp-agent", "-o", "wide"); err != nil {
+		return err
+	}
+	step("a real VM: QEMU, MAC %s (the VirtualMachine's NIC), tap on the NAD's bridge mgmt-br; its console:", vmMAC)
+	consoleLog := filepath.Join(workDir, "cluster", "logs", "vm-console.log")
+	v, err := vm.Start(ctx, vm.Options{MAC: vmMAC, Netns: netns, Bridge: "mgmt-br", ConsoleLog: consoleLog})
+	if err != nil {
+		return err
+	}
+	defer v.Stop()
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	lease, err := v.WaitLease(wctx)
+	console, _ := os.ReadFile(consoleLog)
+	_, _ = prefixed{os.Stdout}.Write(console)
+	if err != nil {
+		return fmt.Errorf("the VM got no lease: %w", err)
+	}
+	step("the VM holds %s (router %s, dns %v, mtu %d) from server %s; %s after the start",
+		lease.Addr, lease.Router, lease.DNS, lease.MTU, lease.ServerID, time.Since(t0).Round(time.Second))
+	if err := sh("kubectl", "get", "ippool", "-n", "default", "example", "-o", "jsonpath={.status.ipv4.allocated}{\"\\n\"}"); err != nil {
+		return err
+	}
+	fmt.Printf("\nRunning. Try:\n  export KUBECONFIG=%s\n  kubectl get nodes,pods -A -o wide\n  kubectl logs -n vm-dhcp-system -l app.kubernetes.io/name=vm-dhcp-agent\nCtrl-C stops and removes everything.\n", kc)
+	<-ctx.Done()
+	return nil
+}
+
+func appVersion(chartYAML string) (string, error) {
+	f, err := os.Open(chartYAML)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "appVersion:"); ok {
+			return strings.Trim(strings.TrimSpace(v), `"`), nil
+		}
+	}
+	return "", fmt.Errorf("%s has no appVersion", chartYAML)
+}

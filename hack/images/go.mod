@@ -1,0 +1,14 @@
+// Builds the project's images as docker-archive tarballs without a container
+// engine. Kept apart from the project's module so go-containerregistry never
+// enters it.
+module github.com/vm-dhcp/vm-dhcp/hack/images
+
+go 1.26.0
+
+require github.com/google/go-containerregistry v0.22.1
+
+require (
+	github.com/klauspost/compress v1.19.2 // indirect
+	github.com/opencontainers/go-digest v1.0.0 // indirect
+	github.com/opencontainers/image-spec v1.1.1 // indirect
+)

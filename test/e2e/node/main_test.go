@@ -1,0 +1,151 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
+)
+
+// The cluster is shared by the tests of this package, which tell one story
+// in order (TestRealNode): bringing it up takes minutes.
+var (
+	cluster *Cluster
+	assets  *Assets
+	workDir string
+)
+
+const (
+	namespace = "vm-dhcp-system"
+	release   = "vm-dhcp"
+	tag1      = "e2e-1"
+	tag2      = "e2e-2"
+)
+
+func TestMain(m *testing.M) {
+	code, err := setup(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "real node:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func setup(m *testing.M) (int, error) {
+	if os.Getenv("VM_DHCP_REAL_NODE") == "" {
+		// Not yet part of `make test`: the upgrade step has not passed end to
+		// end (issue 13 stays open). Run it with VM_DHCP_REAL_NODE=1.
+		fmt.Fprintln(os.Stderr, "real node: set VM_DHCP_REAL_NODE=1 to run (not yet in make test): skipped")
+		return m.Run(), nil
+	}
+	if os.Geteuid() != 0 {
+		// CI runs as root; a developer without root still gets the rest of
+		// `go test ./...`.
+		fmt.Fprintln(os.Stderr, "real node: needs root (network namespaces, containerd, kubelet): skipped")
+		return m.Run(), nil
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+	defer cancel()
+	root := testenv.RepoRoot()
+	if out, err := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack", "deps.sh")).CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("hack/deps.sh: %w\n%s", err, out)
+	}
+	var err error
+	// Short: containerd's socket paths must stay under 108 bytes.
+	workDir, err = os.MkdirTemp("", "vmdhcp-node-")
+	if err != nil {
+		return 1, err
+	}
+	keep := os.Getenv("VM_DHCP_NODE_KEEP") != ""
+	defer func() {
+		if !keep {
+			os.RemoveAll(workDir)
+		}
+	}()
+	binDir := os.Getenv("VM_DHCP_E2E_BIN")
+	if binDir != "" && !filepath.IsAbs(binDir) {
+		binDir = filepath.Join(root, binDir)
+	}
+	assets, err = PrepareAssets(ctx, workDir, binDir, []string{tag1, tag2})
+	if err != nil {
+		return 1, err
+	}
+	fmt.Fprintf(os.Stderr, "real node: assets ready in %s\n", time.Since(start).Round(time.Second))
+	progress := &strings.Builder{}
+	cluster, err = Start(ctx, Options{
+		WorkDir:    filepath.Join(workDir, "cluster"),
+		KubeBinDir: assets.KubeBinDir,
+		CNIBinDir:  assets.CNIBinDir,
+		Images:     assets.Images,
+		Netns:      fmt.Sprintf("vmdn%d", os.Getpid()),
+		Nodes:      []string{"node-a", "node-b"},
+		// The example NAD is on the mgmt cluster network: agents may run
+		// only on nodes attached to it.
+		NodeLabels: map[string]string{"network.harvesterhci.io/mgmt": "true"},
+		Progress:   progress,
+	})
+	if err != nil {
+		return 1, fmt.Errorf("start cluster: %w\n%s", err, progress)
+	}
+	defer cluster.Stop()
+	// Ctrl-C or a go test timeout signal still removes the cluster.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		cluster.Stop()
+		os.Exit(1)
+	}()
+	fmt.Fprintf(os.Stderr, "real node: cluster with 2 nodes Ready %s after the start\n", time.Since(start).Round(time.Second))
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "--- cluster progress:\n%s\n(logs in %s; set VM_DHCP_NODE_KEEP=1 to keep them)\n", progress, cluster.opts.WorkDir)
+	}
+	return code, nil
+}
+
+func needCluster(t *testing.T) {
+	t.Helper()
+	if cluster == nil {
+		t.Skip("needs root")
+	}
+}
+
+// kubectl runs the real kubectl against the cluster.
+func kubectl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", cluster.Kubeconfig()}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// helm runs the real helm against the cluster.
+func helm(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, assets.Helm, append([]string{"--kubeconfig", cluster.Kubeconfig()}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// eventually retries f until it succeeds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}

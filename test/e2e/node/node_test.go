@@ -1,0 +1,513 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
+	"github.com/vm-dhcp/vm-dhcp/test/e2e/vm"
+)
+
+// renewEvery makes the VM renew often (a real guest renews at T1, half the
+// 300 s lease), so failover and upgrade are seen within seconds.
+const renewEvery = 10 * time.Second
+
+const (
+	vmMAC      = "22:37:37:82:93:7d" // examples/vm.yaml
+	poolServer = "192.168.100.2"     // examples/harvester-ippool.yaml
+	agentLabel = "app.kubernetes.io/name=vm-dhcp-agent"
+)
+
+// TestRealNode is issue 13's story on real nodes, step by step; the first
+// failure ends it.
+func TestRealNode(t *testing.T) {
+	needCluster(t)
+	ctx := context.Background()
+	cs := cluster.Clientset()
+	root := testenv.RepoRoot()
+	chart := filepath.Join(root, "charts", "vm-dhcp-controller")
+	var guest *vm.VM
+	var lease vm.Event
+	consoleLog := filepath.Join(cluster.opts.WorkDir, "logs", "vm-console.log")
+	defer func() {
+		if guest != nil {
+			_ = guest.Stop()
+		}
+	}()
+
+	steps := []struct {
+		name string
+		run  func(t *testing.T)
+	}{
+		{"helm install: controller and webhook pods from our images Ready through their probes", func(t *testing.T) {
+			// Third-party CRDs the controller watches (KubeVirt, Multus).
+			if out, err := kubectl(ctx, "apply", "-f", filepath.Join(root, "test", "crds")); err != nil {
+				t.Fatalf("kubectl apply test/crds: %v\n%s", err, out)
+			}
+			start := time.Now()
+			out, err := helm(ctx, "install", release, chart, "--namespace", namespace, "--create-namespace",
+				"--set", "controller.replicas=2", "--set", "controller.image.tag="+tag1,
+				"--set", "webhook.image.tag="+tag1, "--set", "agent.image.tag="+tag1,
+				"--wait", "--timeout", "5m")
+			if err != nil {
+				t.Fatalf("helm install: %v\n%s\n%s", err, out, describe(ctx))
+			}
+			t.Logf("helm install --wait took %s", time.Since(start).Round(time.Second))
+			for _, d := range []string{"vm-dhcp-controller", "vm-dhcp-webhook"} {
+				dep, err := cs.AppsV1().Deployments(namespace).Get(ctx, deploymentName(t, d), metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertDeploymentOn(t, dep, tag1)
+			}
+		}},
+		{"two controller replicas elect one leader", func(t *testing.T) {
+			eventually(t, 60*time.Second, "leader lease held by a controller pod", func() error {
+				lease, err := cs.CoordinationV1().Leases(namespace).Get(ctx, "vm-dhcp-controller.network.harvesterhci.io", metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				holder := ""
+				if lease.Spec.HolderIdentity != nil {
+					holder = *lease.Spec.HolderIdentity
+				}
+				pods := podsOf(t, "app.kubernetes.io/component=controller")
+				if len(pods) != 2 {
+					return fmt.Errorf("%d controller pods", len(pods))
+				}
+				for _, p := range pods {
+					if strings.HasPrefix(holder, p.Name) {
+						t.Logf("leader: %s (of %s, %s)", holder, pods[0].Name, pods[1].Name)
+						return nil
+					}
+				}
+				return fmt.Errorf("lease holder %q is none of the controller pods", holder)
+			})
+		}},
+		{"the apiserver calls the webhook through its Service", func(t *testing.T) {
+			bad := filepath.Join(t.TempDir(), "bad.yaml")
+			if err := os.WriteFile(bad, []byte(`apiVersion: network.harvesterhci.io/v1alpha1
+kind: IPPool
+metadata: {name: bad, namespace: default}
+spec:
+  ipv4Config: {serverIP: 10.9.0.2, cidr: 10.9.0.0/24, router: 10.8.0.1}
+  networkName: default/example
+`), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := kubectl(ctx, "apply", "-f", bad)
+			if err == nil || !strings.Contains(out, "admission webhook") || !strings.Contains(out, "denied the request") {
+				t.Fatalf("kubectl apply of a pool with a router outside its CIDR: err %v, output\n%s\nwant a denial by the admission webhook", err, out)
+			}
+			t.Logf("webhook: %s", strings.TrimSpace(out))
+		}},
+		{"an IPPool on a bridge NAD: agent pod scheduled; attached by the CNI; Ready", func(t *testing.T) {
+			nad, err := nadWithoutVLAN(filepath.Join(root, "examples", "nad.yaml"), workDir) // kubectl splits -f on commas: not t.TempDir()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{nad, filepath.Join(root, "examples", "harvester-ippool.yaml"), filepath.Join(root, "examples", "vm.yaml")} {
+				if out, err := kubectl(ctx, "apply", "-f", f); err != nil {
+					t.Fatalf("kubectl apply -f %s: %v\n%s", f, err, out)
+				}
+			}
+			agent := readyAgent(t, "", 3*time.Minute)
+			assertAgentPod(t, agent, tag1)
+		}},
+		{"a real VM (QEMU) with the VirtualMachine's MAC gets address, router, DNS and MTU from the agent pod", func(t *testing.T) {
+			// The pool gives an MTU too (an extension of Harvester's API).
+			if out, err := kubectl(ctx, "patch", "ippool", "-n", "default", "example", "--type=merge",
+				"-p", `{"spec":{"ipv4Config":{"mtu":1400}}}`); err != nil {
+				t.Fatalf("set the pool's MTU: %v\n%s", err, out)
+			}
+			start := time.Now()
+			v, err := vm.Start(ctx, vm.Options{MAC: vmMAC, Netns: cluster.Netns(), Bridge: "mgmt-br",
+				RenewEvery: renewEvery, ConsoleLog: consoleLog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			guest = v // stopped when the whole story ends, not this step
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			defer cancel()
+			lease, err = v.WaitLease(wctx)
+			if err != nil {
+				t.Fatalf("VM got no lease: %v\n%s", err, tail(consoleLog, 3000))
+			}
+			t.Logf("VM console: %s (%s after QEMU started)", lease.Line, time.Since(start).Round(time.Second))
+			if lease.ServerID.String() != poolServer || lease.Router.String() != "192.168.100.1" ||
+				len(lease.DNS) != 1 || lease.DNS[0].String() != "1.1.1.1" || lease.MTU != 1400 || lease.Addr.Bits() != 24 {
+				t.Fatalf("VM lease %q: want server %s, router 192.168.100.1, dns 1.1.1.1, mtu 1400, /24", lease.Line, poolServer)
+			}
+			assertAllocated(t, lease.Addr.Addr().String())
+		}},
+		{"node failure: the agent is replaced on the other node, which answers the VM's next renewal", func(t *testing.T) {
+			old := readyAgent(t, "", 10*time.Second)
+			start := time.Now()
+			if err := cluster.FailNode(old.Spec.NodeName); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("node %s failed (kubelet, containerd and its containers killed)", old.Spec.NodeName)
+			agent := readyAgent(t, old.Spec.NodeName, 4*time.Minute)
+			ready := time.Now()
+			t.Logf("agent %s Ready on %s %s after the failure", agent.Name, agent.Spec.NodeName, ready.Sub(start).Round(time.Second))
+			renew := waitRenewAfter(t, guest, ready, lease.Addr.Addr().String(), consoleLog)
+			t.Logf("VM console after the failover: %s", renew.Line)
+			// The old agent is dead: the answer came from the new pod, whose
+			// metrics (read through the apiserver's pod proxy) count it.
+			if n := agentACKs(t, agent.Name); n < 1 {
+				t.Fatalf("the new agent %s sent %d ACKs", agent.Name, n)
+			}
+		}},
+		{"helm upgrade to a new tag rolls controller, webhook and agent; the guest keeps its lease", func(t *testing.T) {
+			// Only this step's events count: during the node failure the VM's
+			// forced renewals (every 10 s) met no server for two minutes.
+			before := len(guest.Events())
+			out, err := helm(ctx, "upgrade", release, chart, "--namespace", namespace, "--reuse-values",
+				"--set", "controller.image.tag="+tag2, "--set", "webhook.image.tag="+tag2, "--set", "agent.image.tag="+tag2,
+				"--wait", "--timeout", "5m")
+			if err != nil {
+				t.Fatalf("helm upgrade: %v\n%s\n%s", err, out, describe(ctx))
+			}
+			for _, d := range []string{"vm-dhcp-controller", "vm-dhcp-webhook"} {
+				dep, err := cs.AppsV1().Deployments(namespace).Get(ctx, deploymentName(t, d), metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertDeploymentOn(t, dep, tag2)
+			}
+			var agent *corev1.Pod
+			eventually(t, 3*time.Minute, "agent on the new image", func() error {
+				agent = readyAgent(t, "", 10*time.Second)
+				if img := agent.Spec.Containers[0].Image; img != ImageRef("agent", tag2) && !strings.HasSuffix(img, "vm-dhcp-agent:"+tag2) {
+					return fmt.Errorf("agent image %s", img)
+				}
+				return nil
+			})
+			ready := time.Now()
+			assertAgentPod(t, agent, tag2)
+			ip := lease.Addr.Addr().String()
+			assertAllocated(t, ip)
+			renew := waitRenewAfter(t, guest, ready, ip, consoleLog)
+			t.Logf("VM console after the upgrade: %s", renew.Line)
+			for _, e := range guest.Events()[before:] {
+				if e.Kind == vm.Deconfig || e.Kind == vm.Nak || e.Kind == vm.Bound {
+					t.Errorf("the VM lost its lease at some point: %s", e.Line)
+				}
+			}
+		}},
+		{"helm uninstall removes what the chart and the controller created", func(t *testing.T) {
+			if out, err := kubectl(ctx, "delete", "-f", filepath.Join(root, "examples", "vm.yaml"), "-f", filepath.Join(root, "examples", "harvester-ippool.yaml"), "--wait=true", "--timeout=120s"); err != nil {
+				t.Fatalf("delete the examples: %v\n%s", err, out)
+			}
+			out, err := helm(ctx, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "3m")
+			if err != nil {
+				t.Fatalf("helm uninstall: %v\n%s", err, out)
+			}
+			eventually(t, 2*time.Minute, "nothing left in "+namespace, func() error {
+				var left []string
+				pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return err
+				}
+				for _, p := range pods.Items {
+					left = append(left, "pod/"+p.Name)
+				}
+				cms, err := cs.CoreV1().ConfigMaps(namespace).List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return err
+				}
+				for _, c := range cms.Items {
+					if c.Name != "kube-root-ca.crt" {
+						left = append(left, "configmap/"+c.Name)
+					}
+				}
+				secrets, err := cs.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return err
+				}
+				for _, s := range secrets.Items {
+					left = append(left, "secret/"+s.Name)
+				}
+				vwc, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return err
+				}
+				for _, w := range vwc.Items {
+					left = append(left, "validatingwebhookconfiguration/"+w.Name)
+				}
+				mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return err
+				}
+				for _, w := range mwc.Items {
+					left = append(left, "mutatingwebhookconfiguration/"+w.Name)
+				}
+				crbs, err := cs.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release})
+				if err != nil {
+					return err
+				}
+				for _, b := range crbs.Items {
+					left = append(left, "clusterrolebinding/"+b.Name)
+				}
+				if len(left) > 0 {
+					return fmt.Errorf("left: %s", strings.Join(left, ", "))
+				}
+				return nil
+			})
+		}},
+	}
+	for _, s := range steps {
+		if !t.Run(s.name, s.run) {
+			t.FailNow()
+		}
+	}
+}
+
+// deploymentName finds the chart's Deployment whose name contains want.
+func deploymentName(t *testing.T, want string) string {
+	t.Helper()
+	deps, err := cluster.Clientset().AppsV1().Deployments(namespace).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range deps.Items {
+		if strings.Contains(d.Name, strings.TrimPrefix(want, "vm-dhcp-")) {
+			return d.Name
+		}
+	}
+	t.Fatalf("no Deployment like %s in %s", want, namespace)
+	return ""
+}
+
+func podsOf(t *testing.T, selector string) []corev1.Pod {
+	t.Helper()
+	pods, err := cluster.Clientset().CoreV1().Pods(namespace).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+// assertDeploymentOn checks every replica of the Deployment runs our image
+// of the tag, is Ready and was started by a kubelet (container ID from
+// containerd, on a node).
+func assertDeploymentOn(t *testing.T, dep *appsv1.Deployment, tag string) {
+	t.Helper()
+	want := *dep.Spec.Replicas
+	eventually(t, 3*time.Minute, "Deployment "+dep.Name+" rolled out on "+tag, func() error {
+		sel := metav1.FormatLabelSelector(dep.Spec.Selector)
+		pods := podsOf(t, sel)
+		ready := 0
+		for _, p := range pods {
+			img := p.Spec.Containers[0].Image
+			if !strings.HasSuffix(img, ":"+tag) {
+				return fmt.Errorf("pod %s runs %s", p.Name, img)
+			}
+			if !podReady(&p) {
+				return fmt.Errorf("pod %s not Ready", p.Name)
+			}
+			cs := p.Status.ContainerStatuses
+			if len(cs) == 0 || !strings.HasPrefix(cs[0].ContainerID, "containerd://") || p.Spec.NodeName == "" {
+				return fmt.Errorf("pod %s: container %v on node %q", p.Name, cs, p.Spec.NodeName)
+			}
+			ready++
+		}
+		if int32(ready) != want {
+			return fmt.Errorf("%d of %d pods Ready on %s", ready, want, tag)
+		}
+		return nil
+	})
+}
+
+// readyAgent waits for the example pool's agent pod to be Ready on a node
+// other than notOn.
+func readyAgent(t *testing.T, notOn string, timeout time.Duration) *corev1.Pod {
+	t.Helper()
+	var agent *corev1.Pod
+	eventually(t, timeout, "agent pod Ready", func() error {
+		pods := podsOf(t, agentLabel)
+		for i := range pods {
+			p := &pods[i]
+			if p.Spec.NodeName != "" && p.Spec.NodeName != notOn && podReady(p) {
+				agent = p
+				return nil
+			}
+		}
+		var s []string
+		for _, p := range pods {
+			s = append(s, fmt.Sprintf("%s on %q phase %s", p.Name, p.Spec.NodeName, p.Status.Phase))
+		}
+		return fmt.Errorf("agents: %v\n%s", s, describe(context.Background()))
+	})
+	return agent
+}
+
+// assertAgentPod checks what the node did with the controller's pod spec:
+// our image, the extra interface on the NAD (Multus's network-status), and
+// the running agent process holding exactly the capabilities the spec adds.
+func assertAgentPod(t *testing.T, agent *corev1.Pod, tag string) {
+	t.Helper()
+	if img := agent.Spec.Containers[0].Image; !strings.HasSuffix(img, "vm-dhcp-agent:"+tag) {
+		t.Errorf("agent image %s, want tag %s", img, tag)
+	}
+	var statuses []nadv1.NetworkStatus
+	if err := json.Unmarshal([]byte(agent.Annotations[nadv1.NetworkStatusAnnot]), &statuses); err != nil {
+		t.Fatalf("network-status of %s: %v (%q)", agent.Name, err, agent.Annotations[nadv1.NetworkStatusAnnot])
+	}
+	found := false
+	for _, s := range statuses {
+		if s.Name == "default/example" && s.Interface == "eth1" && s.Mac != "" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("network-status %+v has no eth1 on default/example", statuses)
+	}
+	pid := agentPID(t, agent)
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// CAP_NET_BIND_SERVICE (10), CAP_NET_ADMIN (12), CAP_NET_RAW (13).
+	const want = 1<<10 | 1<<12 | 1<<13
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			got, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil || got != want {
+				t.Errorf("agent process %d CapEff %s, want %x (NET_BIND_SERVICE, NET_ADMIN, NET_RAW only)", pid, strings.TrimSpace(v), want)
+			}
+		}
+		if v, ok := strings.CutPrefix(l, "NoNewPrivs:"); ok && strings.TrimSpace(v) != "1" {
+			t.Errorf("agent process %d NoNewPrivs %s, want 1 (allowPrivilegeEscalation: false)", pid, strings.TrimSpace(v))
+		}
+	}
+	t.Logf("agent %s on %s: eth1 on default/example, capabilities as the controller's spec says", agent.Name, agent.Spec.NodeName)
+}
+
+// agentPID finds the agent's process in its node's pod cgroups.
+func agentPID(t *testing.T, agent *corev1.Pod) int {
+	t.Helper()
+	n := cluster.Node(agent.Spec.NodeName)
+	if n == nil {
+		t.Fatalf("agent on unknown node %s", agent.Spec.NodeName)
+	}
+	var pid int
+	eventually(t, 30*time.Second, "agent process", func() error {
+		for _, p := range cgroupPIDs(n.cgroupRoot) {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
+			if strings.HasPrefix(string(b), "/vm-dhcp-agent\x00") {
+				pid = p
+				return nil
+			}
+		}
+		return fmt.Errorf("no /vm-dhcp-agent process in %s", n.cgroupRoot)
+	})
+	return pid
+}
+
+// assertAllocated checks the pool's status (the one source of truth) holds
+// ip for the VM's MAC.
+func assertAllocated(t *testing.T, ip string) {
+	t.Helper()
+	out, err := kubectl(context.Background(), "get", "ippool", "-n", "default", "example", "-o", "jsonpath={.status.ipv4.allocated}")
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var alloc map[string]string
+	if err := json.Unmarshal([]byte(out), &alloc); err != nil {
+		t.Fatalf("allocated %q: %v", out, err)
+	}
+	if !strings.EqualFold(alloc[ip], vmMAC) {
+		t.Fatalf("pool status allocates %s to %q, want %s", ip, alloc[ip], vmMAC)
+	}
+}
+
+// describe is what an operator would look at when something hangs.
+func describe(ctx context.Context) string {
+	out, _ := kubectl(ctx, "get", "pods,deploy,svc,endpointslices", "-A", "-o", "wide")
+	ev, _ := kubectl(ctx, "get", "events", "-A", "--sort-by=.lastTimestamp")
+	if len(ev) > 4000 {
+		ev = ev[len(ev)-4000:]
+	}
+	return out + "\n" + ev
+}
+
+// agentACKs is the number of DHCPACKs the agent pod sent, from its
+// /metrics through the apiserver's pod proxy.
+func agentACKs(t *testing.T, pod string) int {
+	t.Helper()
+	out, err := kubectl(context.Background(), "get", "--raw",
+		fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:8080/proxy/metrics", namespace, pod))
+	if err != nil {
+		t.Fatalf("metrics of %s: %v\n%s", pod, err, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, `vmdhcp_agent_replies_total{type="ACK"} `); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(n)
+		}
+	}
+	return 0
+}
+
+// nadWithoutVLAN writes examples/nad.yaml without its VLAN into dir: this
+// machine's kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING),
+// so the bridge plugin cannot create a VLAN-aware bridge. Everything else of
+// the example (name, labels, bridge name) stays.
+func nadWithoutVLAN(example, dir string) (string, error) {
+	b, err := os.ReadFile(example)
+	if err != nil {
+		return "", err
+	}
+	s := strings.Replace(string(b), `"vlan":100,`, "", 1)
+	if s == string(b) {
+		return "", fmt.Errorf("%s no longer holds \"vlan\":100: update nadWithoutVLAN", example)
+	}
+	out := filepath.Join(dir, "nad.yaml")
+	return out, os.WriteFile(out, []byte(s), 0o644)
+}
+
+// waitRenewAfter waits for the VM's first renewal printed after t that kept
+// address ip.
+func waitRenewAfter(t *testing.T, v *vm.VM, after time.Time, ip, consoleLog string) vm.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ev, err := v.WaitEvent(ctx, func(e vm.Event) bool {
+		return e.Kind == vm.Renew && e.Received.After(after)
+	})
+	if err != nil {
+		t.Fatalf("no renewal after %s: %v\n%s", after.Format(time.TimeOnly), err, tail(consoleLog, 3000))
+	}
+	if ev.Addr.Addr().String() != ip || ev.ServerID.String() != poolServer {
+		t.Fatalf("renewal %q: want %s from %s", ev.Line, ip, poolServer)
+	}
+	return ev
+}
