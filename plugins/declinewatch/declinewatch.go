@@ -32,9 +32,9 @@ import (
 // fragments. The socket is SOCK_DGRAM, so offset 0 is the IPv4 header.
 var declineFilter = []bpf.Instruction{
 	bpf.LoadAbsolute{Off: 9, Size: 1}, // protocol
-	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_UDP, SkipTrue: 5},
+	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_UDP, SkipTrue: 6},
 	bpf.LoadAbsolute{Off: 6, Size: 2},                           // flags and fragment offset
-	bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x1fff, SkipTrue: 3}, // a later fragment has no UDP header
+	bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x1fff, SkipTrue: 4}, // a later fragment has no UDP header
 	bpf.LoadMemShift{Off: 0},                                    // X = IPv4 header length
 	bpf.LoadIndirect{Off: 2, Size: 2},                           // UDP destination port
 	bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: dhcpv4.ServerPort, SkipTrue: 1},
