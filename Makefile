@@ -46,6 +46,10 @@ test: ## Install what is missing, then run every test (unit, envtest, DHCP e2e, 
 bench: ## Go benchmarks (IPAM, allocation throughput, the agent's plugin chain).
 	go test -run '^$$' -bench . -benchmem ./controller/... ./plugins/...
 
+.PHONY: reliability-report
+reliability-report: ## Run the fault scenarios (root, ~10 min) and refresh docs/reliability.md and test/reliability/results/.
+	VM_DHCP_RELIABILITY_REPORT=1 KUBEBUILDER_ASSETS="$$(hack/envtest/setup.sh)" go test -count=1 -timeout 60m ./test/reliability/
+
 .PHONY: bench-dhcp
 bench-dhcp: ## perfdhcp against the agent, CoreDHCP's file plugin and Kea (root, ~12 min; writes docs/benchmarks.md).
 	bench/dhcp/run.sh --rounds 3

@@ -19,10 +19,45 @@ import (
 )
 
 // Paths of the package: fragments go to resultsDir, the report to reportPath.
+// A plain test run never rewrites tracked files: both live in a temporary
+// directory (seeded with the tracked fragments, so the report still covers
+// every scenario) unless VM_DHCP_RELIABILITY_REPORT=1, which `make
+// reliability-report` sets to refresh the committed figures.
 var (
-	resultsDir = filepath.Join(testenv.RepoRoot(), "test", "reliability", "results")
-	reportPath = filepath.Join(testenv.RepoRoot(), "docs", "reliability.md")
+	trackedResultsDir = filepath.Join(testenv.RepoRoot(), "test", "reliability", "results")
+	trackedReportPath = filepath.Join(testenv.RepoRoot(), "docs", "reliability.md")
+	resultsDir        string
+	reportPath        string
 )
+
+// outputPaths chooses where this run's fragments and report go.
+func outputPaths() (results, report string, err error) {
+	if os.Getenv("VM_DHCP_RELIABILITY_REPORT") == "1" {
+		return trackedResultsDir, trackedReportPath, nil
+	}
+	dir, err := os.MkdirTemp("", "vm-dhcp-reliability-report-")
+	if err != nil {
+		return "", "", fmt.Errorf("create report dir: %w", err)
+	}
+	results = filepath.Join(dir, "results")
+	if err := os.MkdirAll(results, 0o755); err != nil {
+		return "", "", fmt.Errorf("create results dir: %w", err)
+	}
+	tracked, err := filepath.Glob(filepath.Join(trackedResultsDir, "*.json"))
+	if err != nil {
+		return "", "", fmt.Errorf("list tracked results: %w", err)
+	}
+	for _, f := range tracked {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", "", fmt.Errorf("seed results: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(results, filepath.Base(f)), b, 0o644); err != nil {
+			return "", "", fmt.Errorf("seed results: %w", err)
+		}
+	}
+	return results, filepath.Join(dir, "reliability.md"), nil
+}
 
 var (
 	binDir     string // binaries built by the tests, removed at exit
@@ -47,6 +82,10 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(binDir)
+	if resultsDir, reportPath, err = outputPaths(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	runDate = time.Now().UTC().Format(time.RFC3339)
 	if out, err := exec.Command("git", "-C", testenv.RepoRoot(), "rev-parse", "--short", "HEAD").Output(); err == nil {
 		runCommit = strings.TrimSpace(string(out))

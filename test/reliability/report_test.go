@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"bytes"
 	"os"
 	"strings"
 	"testing"
@@ -44,5 +45,28 @@ func TestRenderEscapesPipes(t *testing.T) {
 	md := string(Render([]Result{{ID: "s9", Title: "t", Figures: []Figure{{"a|b", "c|d"}}}}))
 	if !strings.Contains(md, `| a\|b | c\|d |`) {
 		t.Errorf("pipes not escaped:\n%s", md)
+	}
+}
+
+// The committed report is the rendering of the committed fragments: a change
+// to Render or to a fragment without `make reliability-report` fails here.
+func TestTrackedReportMatchesResults(t *testing.T) {
+	results, err := ReadResults(trackedResultsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Render(results)
+	if os.Getenv("VM_DHCP_RELIABILITY_REPORT") == "1" {
+		if err := os.WriteFile(trackedReportPath, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	got, err := os.ReadFile(trackedReportPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s is not the rendering of %s: run `make reliability-report`", trackedReportPath, trackedResultsDir)
 	}
 }
