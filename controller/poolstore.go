@@ -276,6 +276,7 @@ func (s *PoolStore) reload(ctx context.Context, ps *poolState) error {
 	}
 	cfg := ipamConfig(fresh)
 	cfg.Quarantine, cfg.Now = leaseTime(fresh), s.now
+	cfg.LongerLeasesUntil = longerLeasesUntil(fresh, s.now())
 	am, err := ipam.New(cfg)
 	if err != nil {
 		return fmt.Errorf("build IPAM of pool %s: %w", ps.key, err)
@@ -294,6 +295,9 @@ func (s *PoolStore) reload(ctx context.Context, ps *poolState) error {
 		rel := make(map[string]ipam.Released, len(st.Released))
 		for ip, r := range st.Released {
 			rel[ip] = ipam.Released{MAC: r.MAC, At: r.At.Time}
+			if r.Until != nil {
+				rel[ip] = ipam.Released{MAC: r.MAC, At: r.At.Time, Until: r.Until.Time}
+			}
 		}
 		am.RestoreQuarantine(rel)
 	}
@@ -315,6 +319,33 @@ func leaseTime(pool *v1alpha1.IPPool) time.Duration {
 		return time.Duration(*lt) * time.Second
 	}
 	return poolwatch.DefaultLeaseTime
+}
+
+// longerLeasesUntil is the latest end, after now, of a lease the agent may
+// have granted under a lease time longer than the spec's current one (zero
+// if none): the recorded status.ipv4.longerLeasesUntil, or now plus the
+// lease time the status was last written under if the spec has lowered it
+// since. The lowering is noticed at the first rebuild after it (the pool's
+// reconcile rebuilds on every spec change), never earlier than the agent
+// applies it, so "now" is a safe start for the end of the longer leases.
+func longerLeasesUntil(pool *v1alpha1.IPPool, now time.Time) time.Time {
+	st := pool.Status.IPv4
+	if st == nil {
+		return time.Time{}
+	}
+	var until time.Time
+	if st.LongerLeasesUntil != nil {
+		until = st.LongerLeasesUntil.Time
+	}
+	if st.LeaseTime != nil {
+		if prev := time.Duration(*st.LeaseTime) * time.Second; prev > leaseTime(pool) && now.Add(prev).After(until) {
+			until = now.Add(prev)
+		}
+	}
+	if !until.After(now) {
+		return time.Time{}
+	}
+	return until
 }
 
 func (s *PoolStore) run(ctx context.Context, ps *poolState) {
@@ -524,11 +555,28 @@ func fillIPv4(pool *v1alpha1.IPPool, am *ipam.Pool) {
 		st.Released = make(map[string]v1alpha1.ReleasedAddress, len(q))
 		for ip, r := range q {
 			// Second precision, as the status stores it: a rebuilt IPAM
-			// must compare equal to the one that wrote it.
-			st.Released[ip] = v1alpha1.ReleasedAddress{MAC: r.MAC, At: metav1.NewTime(r.At.Truncate(time.Second))}
+			// must compare equal to the one that wrote it. The end is
+			// rounded up, so that rounding never shortens a quarantine.
+			until := metav1.NewTime(ceilSecond(r.Until))
+			st.Released[ip] = v1alpha1.ReleasedAddress{MAC: r.MAC, At: metav1.NewTime(r.At.Truncate(time.Second)), Until: &until}
 		}
 	}
+	// The lease time in force, so that a rebuild under a lower one knows
+	// that longer leases may still run (longerLeasesUntil).
+	lt := int64(am.Quarantine() / time.Second)
+	st.LeaseTime = &lt
+	if u := am.LongerLeasesUntil(); !u.IsZero() {
+		st.LongerLeasesUntil = &metav1.Time{Time: ceilSecond(u)}
+	}
 	pool.Status.IPv4 = st
+}
+
+// ceilSecond rounds t up to a whole second.
+func ceilSecond(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
 }
 
 // AllocateOp gives mac an address for owner (the VMNetCfg's UID): the

@@ -202,18 +202,41 @@ type IPv4Status struct {
 	// +mapType=atomic
 	Owners map[string]string `json:"owners,omitempty"`
 
-	// Released lists the addresses released less than the pool's lease time
-	// ago: their previous client may still use them, so they go to another
-	// MAC only when no other address is free. Not in Harvester's API.
+	// Released lists the addresses whose previous client may still hold a
+	// lease on them (released, or dropped from allocated because the spec no
+	// longer allows them): they go to another MAC only when no other address
+	// is free. Not in Harvester's API.
 	// +optional
 	// +mapType=atomic
 	Released map[string]ReleasedAddress `json:"released,omitempty"`
+
+	// LeaseTime is the pool's lease time in seconds when this status was
+	// written. A later status written under a shorter lease time sets
+	// LongerLeasesUntil from it. Not in Harvester's API.
+	// +optional
+	LeaseTime *int64 `json:"leaseTime,omitempty"`
+
+	// LongerLeasesUntil is set when the pool's lease time was lowered: a
+	// lease granted before, under the longer lease time, may still run until
+	// then, so an address released before it stays quarantined at least
+	// until it. Not in Harvester's API.
+	// +optional
+	LongerLeasesUntil *metav1.Time `json:"longerLeasesUntil,omitempty"`
 }
 
-// ReleasedAddress is who released an address, and when.
+// ReleasedAddress is who released an address, when, and until when its
+// previous client may still hold a lease on it.
 type ReleasedAddress struct {
 	MAC string      `json:"mac"`
 	At  metav1.Time `json:"at"`
+	// Until is the end of the quarantine as recorded at the release: the
+	// latest end of a lease the client may still hold. The quarantine ends
+	// at the later of Until and At plus the pool's current lease time, so
+	// lowering the lease time does not shorten it. Absent in entries written
+	// by versions that did not record it (they end at At plus the current
+	// lease time until rewritten).
+	// +optional
+	Until *metav1.Time `json:"until,omitempty"`
 }
 
 // PodReference names the agent pod of a pool.

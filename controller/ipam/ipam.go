@@ -9,12 +9,15 @@
 // Each allocation may carry its holder (the identity of what it was made
 // for, the VMNetCfg's UID in the controller), so that a release frees only
 // the allocation it was meant to free. A released address is quarantined
-// for Config.Quarantine: its previous client may still use it until its
-// lease ends, so it goes to another MAC only when nothing else is free.
+// while its previous client may still hold a lease on it (see Released), so
+// it goes to another MAC only when nothing else is free. So is an allocation
+// a rebuild has to drop (its address is now excluded or out of the range):
+// the guest keeps using that address until its lease ends.
 package ipam
 
 import (
 	"cmp"
+	"container/heap"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -69,16 +72,26 @@ type Config struct {
 	Router   string
 	Exclude  []string
 	// Quarantine is how long a released address is kept from other MACs
-	// (the pool's lease time); 0 disables it.
+	// at least (the pool's current lease time); 0 disables quarantine.
 	Quarantine time.Duration
+	// LongerLeasesUntil, when set, is the latest end of a lease granted
+	// before the pool's lease time was lowered: an address released before
+	// then stays quarantined until then at least.
+	LongerLeasesUntil time.Time
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
 
-// Released is a quarantined address: who released it and when.
+// Released is a quarantined address: who released it, when, and until when
+// that MAC may still hold a lease on it. The quarantine ends at the later of
+// Until and At plus the pool's current quarantine: lowering the lease time
+// never shortens the quarantine of an address released under a longer one.
+// A zero Until (recorded by an older version) counts as At plus the
+// quarantine of the pool that restores it.
 type Released struct {
-	MAC string
-	At  time.Time
+	MAC   string
+	At    time.Time
+	Until time.Time
 }
 
 // Grant is the result of an allocation.
@@ -106,20 +119,48 @@ type Pool struct {
 	nBlocked int
 	cursor   uint32 // no free address below this offset
 
-	quarantine time.Duration
-	now        func() time.Time
-	quar       []uint64            // quarantined (free, but kept from other MACs)
-	released   map[uint32]Released // offset -> who released it, when
-	relByMAC   map[string]uint32   // MAC -> its quarantined offset (latest)
-	relQueue   []relItem           // release order, oldest first; may hold stale items
+	quarantine  time.Duration
+	longerUntil time.Time
+	now         func() time.Time
+	// quar marks quarantined addresses: free, or blocked since the release
+	// (excluded after it), but kept from other MACs.
+	quar     []uint64
+	released map[uint32]Released // offset -> who released it, when, until when
+	relByMAC map[string]uint32   // MAC -> its quarantined offset (latest)
+	relHeap  relHeap             // quarantines by end, soonest first; may hold stale items
+	// relOutside are quarantined addresses outside the range (a dropped
+	// allocation after the range shrank): kept, and recorded, so that they
+	// are still quarantined if the range grows back before they expire.
+	relOutside map[string]Released
 	// excludedOutside are excluded addresses outside the range (they may
 	// even be outside the CIDR), reported as EXCLUDED by Allocated.
 	excludedOutside map[string]bool
 }
 
+// relItem is a quarantine in relHeap: it is current while released[off]
+// still holds the release it was pushed for (same At and end).
 type relItem struct {
 	off uint32
 	at  time.Time
+	end time.Time
+}
+
+type relHeap []relItem
+
+func (h relHeap) Len() int { return len(h) }
+func (h relHeap) Less(i, j int) bool {
+	if c := h[i].end.Compare(h[j].end); c != 0 {
+		return c < 0
+	}
+	return h[i].off < h[j].off
+}
+func (h relHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *relHeap) Push(x any)   { *h = append(*h, x.(relItem)) }
+func (h *relHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
 }
 
 // New builds an empty pool from its configuration.
@@ -158,11 +199,13 @@ func New(c Config) (*Pool, error) {
 		holder:  map[uint32]string{},
 		byMAC:   map[string]uint32{},
 
-		quarantine: c.Quarantine,
-		now:        c.Now,
-		quar:       make([]uint64, words),
-		released:   map[uint32]Released{},
-		relByMAC:   map[string]uint32{},
+		quarantine:  c.Quarantine,
+		longerUntil: c.LongerLeasesUntil,
+		now:         c.Now,
+		quar:        make([]uint64, words),
+		released:    map[uint32]Released{},
+		relByMAC:    map[string]uint32{},
+		relOutside:  map[string]Released{},
 	}
 	if p.now == nil {
 		p.now = time.Now
@@ -283,7 +326,7 @@ func (p *Pool) AllocateFor(mac, holder string) (Grant, error) {
 		}
 		return Grant{IP: addr(p.start + off).String()}, nil
 	}
-	if off, ok := p.relByMAC[mac]; ok {
+	if off, ok := p.relByMAC[mac]; ok && !p.isSet(p.blocked, off) {
 		p.take(off, mac, holder)
 		return Grant{IP: addr(p.start + off).String()}, nil
 	}
@@ -299,13 +342,23 @@ func (p *Pool) AllocateFor(mac, holder string) (Grant, error) {
 		return Grant{IP: addr(p.start + off).String()}, nil
 	}
 	p.cursor = words * 64
-	// Last resort: the address released longest ago.
-	for len(p.relQueue) > 0 {
-		it := p.relQueue[0]
-		p.relQueue = p.relQueue[1:]
-		r, ok := p.released[it.off]
-		if !ok || !r.At.Equal(it.at) {
+	// Last resort: the quarantined address whose quarantine ends soonest,
+	// never one blocked since (its quarantine is kept for when it is not).
+	var keep []relItem
+	defer func() {
+		for _, it := range keep {
+			heap.Push(&p.relHeap, it)
+		}
+	}()
+	for p.relHeap.Len() > 0 {
+		it := heap.Pop(&p.relHeap).(relItem)
+		r, ok := p.current(it)
+		if !ok {
 			continue // stale: taken or released again since
+		}
+		if p.isSet(p.blocked, it.off) {
+			keep = append(keep, it)
+			continue
 		}
 		p.take(it.off, mac, holder)
 		return Grant{IP: addr(p.start + it.off).String(), Early: &r}, nil
@@ -361,7 +414,7 @@ func (p *Pool) AllocateIPFor(ip, mac, holder string) error {
 	}
 	if r, ok := p.released[off]; ok && r.MAC != mac {
 		return fmt.Errorf("allocate %s for %s: %w: released by %s at %s, free for other MACs from %s",
-			ip, mac, ErrQuarantined, r.MAC, r.At.UTC().Format(time.RFC3339), r.At.Add(p.quarantine).UTC().Format(time.RFC3339))
+			ip, mac, ErrQuarantined, r.MAC, r.At.UTC().Format(time.RFC3339), p.end(r).UTC().Format(time.RFC3339))
 	}
 	if old, ok := p.byMAC[mac]; ok {
 		if err := p.claim(old, mac, holder); err != nil {
@@ -395,8 +448,37 @@ func (p *Pool) free(off uint32) {
 		p.cursor = off
 	}
 	if p.quarantine > 0 {
-		p.quarantineAt(off, Released{MAC: mac, At: p.now()})
+		p.quarantineAt(off, p.releasedNow(mac))
 	}
+}
+
+// releasedNow is the quarantine of an address mac stops holding now: its
+// lease may run for the current lease time, or until the end of a lease
+// granted under a longer lease time in force before.
+func (p *Pool) releasedNow(mac string) Released {
+	now := p.now()
+	until := now.Add(p.quarantine)
+	if p.longerUntil.After(until) {
+		until = p.longerUntil
+	}
+	return Released{MAC: mac, At: now, Until: until}
+}
+
+// end is when the quarantine r ends: the later of its recorded end and its
+// release plus the current quarantine.
+func (p *Pool) end(r Released) time.Time {
+	e := r.At.Add(p.quarantine)
+	if r.Until.After(e) {
+		return r.Until
+	}
+	return e
+}
+
+// current returns the release a heap item was pushed for, if it is still
+// the address's quarantine.
+func (p *Pool) current(it relItem) (Released, bool) {
+	r, ok := p.released[it.off]
+	return r, ok && r.At.Equal(it.at) && p.end(r).Equal(it.end)
 }
 
 func (p *Pool) quarantineAt(off uint32, r Released) {
@@ -406,7 +488,7 @@ func (p *Pool) quarantineAt(off uint32, r Released) {
 	// A MAC gets back only its latest address; an older one stays
 	// quarantined for everyone else until it expires.
 	p.relByMAC[r.MAC] = off
-	p.relQueue = append(p.relQueue, relItem{off, r.At})
+	heap.Push(&p.relHeap, relItem{off, r.At, p.end(r)})
 }
 
 func (p *Pool) unquarantine(off uint32) {
@@ -424,17 +506,22 @@ func (p *Pool) unquarantine(off uint32) {
 	}
 }
 
-// prune ends the quarantines older than the quarantine period.
+// prune ends the quarantines that have ended by now.
 func (p *Pool) prune(now time.Time) {
-	for len(p.relQueue) > 0 {
-		it := p.relQueue[0]
-		r, ok := p.released[it.off]
-		if ok && r.At.Equal(it.at) && now.Sub(r.At) < p.quarantine {
-			return
+	for p.relHeap.Len() > 0 {
+		it := p.relHeap[0]
+		_, ok := p.current(it)
+		if ok && now.Before(it.end) {
+			break
 		}
-		p.relQueue = p.relQueue[1:]
-		if ok && r.At.Equal(it.at) {
+		heap.Pop(&p.relHeap)
+		if ok {
 			p.unquarantine(it.off)
+		}
+	}
+	for ip, r := range p.relOutside {
+		if !now.Before(p.end(r)) {
+			delete(p.relOutside, ip)
 		}
 	}
 }
@@ -519,17 +606,30 @@ func (p *Pool) Holders() map[string]string {
 	return m
 }
 
-// Quarantined returns the addresses still quarantined now.
+// Quarantined returns the addresses still quarantined now, also those
+// blocked or outside the range since their release, each with Until set to
+// the end of its quarantine.
 func (p *Pool) Quarantined() map[string]Released {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.prune(p.now())
-	m := make(map[string]Released, len(p.released))
+	m := make(map[string]Released, len(p.released)+len(p.relOutside))
+	for ip, r := range p.relOutside {
+		r.Until = p.end(r)
+		m[ip] = r
+	}
 	for off, r := range p.released {
+		r.Until = p.end(r)
 		m[addr(p.start+off).String()] = r
 	}
 	return m
 }
+
+// Quarantine is the pool's current quarantine (its lease time).
+func (p *Pool) Quarantine() time.Duration { return p.quarantine }
+
+// LongerLeasesUntil is Config.LongerLeasesUntil.
+func (p *Pool) LongerLeasesUntil() time.Time { return p.longerUntil }
 
 // Lookup returns the address held by mac.
 func (p *Pool) Lookup(mac string) (string, bool) {
@@ -609,7 +709,10 @@ func (c Conflict) Error() string { return fmt.Sprintf("restore %s=%s: %v", c.IP,
 // recomputed from the config and skipped). Entries that cannot be restored,
 // such as an address outside the range or a MAC recorded twice, are
 // returned; the first entry for a MAC wins in address order, so a rebuild is
-// deterministic.
+// deterministic. A dropped entry is quarantined for its MAC as if released
+// now: its guest keeps using the address until its lease ends, so it must
+// not go to another MAC before then (should it become free again: the
+// exclude removed, the range grown back).
 func (p *Pool) Restore(allocated map[string]string) []Conflict {
 	type entry struct {
 		off uint32
@@ -627,25 +730,37 @@ func (p *Pool) Restore(allocated map[string]string) []Conflict {
 		off, err := p.offset(ip)
 		if err != nil {
 			conflicts = append(conflicts, Conflict{IP: ip, MAC: mac, Err: err})
+			if a, perr := netip.ParseAddr(ip); perr == nil && a.Is4() && p.quarantine > 0 {
+				p.relOutside[a.String()] = p.releasedNow(NormalizeMAC(mac))
+			}
 			continue
 		}
 		entries = append(entries, entry{off, ip, NormalizeMAC(mac)})
 	}
 	// Sorting by offset makes "first wins" independent of map order.
 	slices.SortFunc(entries, func(a, b entry) int { return cmp.Compare(a.off, b.off) })
+	var dropped []entry
 	for _, e := range entries {
 		switch {
 		case p.isSet(p.blocked, e.off):
 			conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac, Err: ErrUnavailable})
+			dropped = append(dropped, e)
 		case p.isSet(p.used, e.off):
 			conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac, Err: fmt.Errorf("%w to MAC %s", ErrAllocated, p.owner[e.off])})
 		default:
 			if prev, dup := p.byMAC[e.mac]; dup {
 				conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac,
 					Err: fmt.Errorf("MAC already holds %s", addr(p.start+prev))})
+				dropped = append(dropped, e)
 				continue
 			}
 			p.take(e.off, e.mac, "")
+		}
+	}
+	if p.quarantine > 0 {
+		// Its MAC gets it back (relByMAC) only if it is not blocked.
+		for _, e := range dropped {
+			p.quarantineAt(e.off, p.releasedNow(e.mac))
 		}
 	}
 	p.cursor = 0
@@ -666,8 +781,12 @@ func (p *Pool) RestoreHolders(holders map[string]string) {
 }
 
 // RestoreQuarantine loads recorded quarantines (address -> release). Those
-// expired, of addresses allocated or blocked, or outside the range are
-// skipped. Call after Restore.
+// ended, of addresses allocated, or not IPv4 are skipped. Those of
+// addresses blocked or outside the range are kept until they end: the
+// exclude may be removed, or the range grown back, while the previous
+// client still holds its lease. A zero Until counts as At plus the
+// quarantine, pinned from now on (see Released). Call after Restore; an
+// address Restore quarantined keeps the quarantine that ends later.
 func (p *Pool) RestoreQuarantine(released map[string]Released) {
 	type entry struct {
 		off uint32
@@ -681,11 +800,28 @@ func (p *Pool) RestoreQuarantine(released map[string]Released) {
 	now := p.now()
 	entries := make([]entry, 0, len(released))
 	for ip, r := range released {
-		off, err := p.offset(ip)
-		if err != nil || p.isSet(p.used, off) || p.isSet(p.blocked, off) || now.Sub(r.At) >= p.quarantine {
+		r.MAC = NormalizeMAC(r.MAC)
+		if r.Until.IsZero() {
+			r.Until = r.At.Add(p.quarantine)
+		}
+		if !now.Before(p.end(r)) {
 			continue
 		}
-		r.MAC = NormalizeMAC(r.MAC)
+		off, err := p.offset(ip)
+		if err != nil {
+			if a, perr := netip.ParseAddr(ip); perr == nil && a.Is4() {
+				if cur, ok := p.relOutside[a.String()]; !ok || p.end(cur).Before(p.end(r)) {
+					p.relOutside[a.String()] = r
+				}
+			}
+			continue
+		}
+		if p.isSet(p.used, off) {
+			continue
+		}
+		if cur, ok := p.released[off]; ok && !p.end(cur).Before(p.end(r)) {
+			continue
+		}
 		entries = append(entries, entry{off, r})
 	}
 	// Oldest first, as they were released; ties in address order.
