@@ -249,6 +249,8 @@ func encode(p *poolwatch.Pool, ntp []net.IP) *encodedOptions {
 	add(dhcpv4.OptGeneric(dhcpv4.OptionIPAddressLeaseTime, binary.BigEndian.AppendUint32(nil, lt.Lease)), true, true)
 	if lt.T1 != 0 {
 		add(dhcpv4.OptGeneric(dhcpv4.OptionRenewTimeValue, binary.BigEndian.AppendUint32(nil, lt.T1)), true, true)
+	}
+	if lt.T2 != 0 {
 		add(dhcpv4.OptGeneric(dhcpv4.OptionRebindingTimeValue, binary.BigEndian.AppendUint32(nil, lt.T2)), true, true)
 	}
 	return e

@@ -73,7 +73,8 @@ func TestLeaseTimes(t *testing.T) {
 	}{
 		{lease: 600, want: 600, t1: 300, t2: 525},
 		{lease: 1, want: 1, wantAbsent: true},
-		{lease: 2, want: 2, t1: 1, t2: 1},
+		{lease: 2, want: 2, t1: 1}, // no whole second for T2 between T1 and the lease: absent
+		{lease: 4, want: 4, t1: 2, t2: 3},
 		{lease: 3, want: 3, t1: 1, t2: 2},
 		{lease: 1_400_000_000, want: 1_400_000_000, t1: 700_000_000, t2: 1_225_000_000},
 		{lease: 4_294_967_294, want: 4_294_967_294, t1: 2_147_483_647, t2: 3_758_096_382},
@@ -101,8 +102,8 @@ func TestLeaseTimes(t *testing.T) {
 			}
 			continue
 		}
-		if t1 != tc.t1 || t2 != tc.t2 || t1 > t2 || t2 > lease {
-			t.Errorf("lease %d: T1 %d T2 %d, want %d %d", tc.lease, t1, t2, tc.t1, tc.t2)
+		if t1 != tc.t1 || t2 != tc.t2 || has2 != (tc.t2 != 0) || (has2 && (t1 >= t2 || t2 >= lease)) {
+			t.Errorf("lease %d: T1 %d T2 %d (sent: %v), want %d %d", tc.lease, t1, t2, has2, tc.t1, tc.t2)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"testing"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
@@ -84,5 +85,37 @@ func TestRawMessageType(t *testing.T) {
 	}
 	if got := RawMessageType(make([]byte, 300)); got != dhcpv4.MessageTypeNone {
 		t.Errorf("no magic cookie: %s", got)
+	}
+}
+
+// Review of issue 12 (item 15): RFC 2131 4.4.5 wants T1 < T2 < lease. With
+// whole seconds that holds from a 3 s lease on; a 2 s lease gets T1 only.
+func TestLeaseTimesOrdered(t *testing.T) {
+	check := func(secs uint64) {
+		lt := LeaseTimesOf(time.Duration(secs) * time.Second)
+		switch {
+		case secs >= Infinite:
+			if lt.Lease != Infinite || lt.T1 != 0 || lt.T2 != 0 {
+				t.Errorf("lease %d: %+v, want infinite without T1/T2", secs, lt)
+			}
+		case secs < 2:
+			if lt.T1 != 0 || lt.T2 != 0 {
+				t.Errorf("lease %d: %+v, want no T1/T2", secs, lt)
+			}
+		case secs == 2:
+			if lt.T1 != 1 || lt.T2 != 0 {
+				t.Errorf("lease 2: %+v, want T1 1 and no T2", lt)
+			}
+		default:
+			if !(0 < lt.T1 && lt.T1 < lt.T2 && lt.T2 < lt.Lease) {
+				t.Errorf("lease %d: %+v, want 0 < T1 < T2 < lease", secs, lt)
+			}
+		}
+	}
+	for secs := uint64(0); secs <= 100_000; secs++ {
+		check(secs)
+	}
+	for secs := uint64(Infinite - 100_000); secs <= Infinite+10; secs++ {
+		check(secs)
 	}
 }
