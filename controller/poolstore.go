@@ -274,32 +274,16 @@ func (s *PoolStore) reload(ctx context.Context, ps *poolState) error {
 		}
 		return fmt.Errorf("load pool %s: %w", ps.key, err)
 	}
-	cfg := ipamConfig(fresh)
-	cfg.Quarantine, cfg.Now = leaseTime(fresh), s.now
-	cfg.LongerLeasesUntil = longerLeasesUntil(fresh, s.now())
-	am, err := ipam.New(cfg)
+	am, dropped, err := buildIPAM(fresh, s.now)
 	if err != nil {
 		return fmt.Errorf("build IPAM of pool %s: %w", ps.key, err)
 	}
-	var dropped []ipam.Conflict
-	if st := fresh.Status.IPv4; st != nil {
-		for _, c := range am.Restore(st.Allocated) {
-			// Kept out of the IPAM, and so out of the next status write:
-			// the entry cannot be honoured (e.g. the address is now
-			// excluded). Reported on the pool with that write, and its
-			// VMNetCfg is allocated again (OnDropped).
-			s.log.Info("recorded allocation dropped", "ippool", ps.key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
-			dropped = append(dropped, c)
-		}
-		am.RestoreHolders(st.Owners)
-		rel := make(map[string]ipam.Released, len(st.Released))
-		for ip, r := range st.Released {
-			rel[ip] = ipam.Released{MAC: r.MAC, At: r.At.Time}
-			if r.Until != nil {
-				rel[ip] = ipam.Released{MAC: r.MAC, At: r.At.Time, Until: r.Until.Time}
-			}
-		}
-		am.RestoreQuarantine(rel)
+	for _, c := range dropped {
+		// Kept out of the IPAM's allocations, and so out of the next status
+		// write (quarantined for its MAC instead): the entry cannot be
+		// honoured (e.g. the address is now excluded). Reported on the pool
+		// with that write, and its VMNetCfg is allocated again (OnDropped).
+		s.log.Info("recorded allocation dropped", "ippool", ps.key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
 	}
 	ps.mu.Lock()
 	if len(dropped) > 0 {
@@ -310,6 +294,42 @@ func (s *PoolStore) reload(ctx context.Context, ps *poolState) error {
 	ps.am, ps.obj, ps.stale = am, fresh, false
 	ps.mu.Unlock()
 	return nil
+}
+
+// buildIPAM builds a pool's IPAM from its spec and rebuilds from its status
+// the allocations, their owners and the quarantined addresses. It returns
+// the recorded allocations it could not keep.
+func buildIPAM(pool *v1alpha1.IPPool, now func() time.Time) (*ipam.Pool, []ipam.Conflict, error) {
+	cfg := ipamConfig(pool)
+	cfg.Quarantine, cfg.Now = leaseTime(pool), now
+	cfg.LongerLeasesUntil = longerLeasesUntil(pool, now())
+	am, err := ipam.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := pool.Status.IPv4
+	if st == nil {
+		return am, nil, nil
+	}
+	dropped := am.Restore(st.Allocated)
+	am.RestoreHolders(st.Owners)
+	rel := make(map[string]ipam.Released, len(st.Released))
+	for ip, r := range st.Released {
+		// The lease the entry counts from: its own, else the one the
+		// status was written under (else, in a status written by an older
+		// version, the IPAM takes the current one).
+		lease := r.Lease
+		if lease == nil {
+			lease = st.LeaseTime
+		}
+		var until time.Time
+		if lease != nil {
+			until = r.At.Add(time.Duration(*lease) * time.Second)
+		}
+		rel[ip] = ipam.Released{MAC: r.MAC, At: r.At.Time, Until: until}
+	}
+	am.RestoreQuarantine(rel)
+	return am, dropped, nil
 }
 
 // leaseTime is the lease the pool's agent gives: a released address may be
@@ -345,7 +365,7 @@ func longerLeasesUntil(pool *v1alpha1.IPPool, now time.Time) time.Time {
 	if !until.After(now) {
 		return time.Time{}
 	}
-	return until
+	return ceilSecond(until)
 }
 
 func (s *PoolStore) run(ctx context.Context, ps *poolState) {
@@ -551,19 +571,23 @@ func fillIPv4(pool *v1alpha1.IPPool, am *ipam.Pool) {
 	if h := am.Holders(); len(h) > 0 {
 		st.Owners = h
 	}
+	lt := int64(am.Quarantine() / time.Second)
 	if q := am.Quarantined(); len(q) > 0 {
 		st.Released = make(map[string]v1alpha1.ReleasedAddress, len(q))
 		for ip, r := range q {
-			// Second precision, as the status stores it: a rebuilt IPAM
-			// must compare equal to the one that wrote it. The end is
-			// rounded up, so that rounding never shortens a quarantine.
-			until := metav1.NewTime(ceilSecond(r.Until))
-			st.Released[ip] = v1alpha1.ReleasedAddress{MAC: r.MAC, At: metav1.NewTime(r.At.Truncate(time.Second)), Until: &until}
+			// Whole seconds, as the status stores them (the IPAM keeps its
+			// times so): a rebuilt IPAM compares equal to the one that
+			// wrote it. The lease is written only when it is longer than
+			// the status's leaseTime: the common entry stays small.
+			e := v1alpha1.ReleasedAddress{MAC: r.MAC, At: metav1.NewTime(r.At.Truncate(time.Second))}
+			if lease := int64(ceilSecond(r.Until).Sub(e.At.Time) / time.Second); lease > lt {
+				e.Lease = &lease
+			}
+			st.Released[ip] = e
 		}
 	}
 	// The lease time in force, so that a rebuild under a lower one knows
 	// that longer leases may still run (longerLeasesUntil).
-	lt := int64(am.Quarantine() / time.Second)
 	st.LeaseTime = &lt
 	if u := am.LongerLeasesUntil(); !u.IsZero() {
 		st.LongerLeasesUntil = &metav1.Time{Time: ceilSecond(u)}

@@ -211,7 +211,8 @@ type IPv4Status struct {
 	Released map[string]ReleasedAddress `json:"released,omitempty"`
 
 	// LeaseTime is the pool's lease time in seconds when this status was
-	// written. A later status written under a shorter lease time sets
+	// written: a Released entry without its own lease counts from it, and a
+	// later status written under a shorter lease time sets
 	// LongerLeasesUntil from it. Not in Harvester's API.
 	// +optional
 	LeaseTime *int64 `json:"leaseTime,omitempty"`
@@ -224,19 +225,20 @@ type IPv4Status struct {
 	LongerLeasesUntil *metav1.Time `json:"longerLeasesUntil,omitempty"`
 }
 
-// ReleasedAddress is who released an address, when, and until when its
-// previous client may still hold a lease on it.
+// ReleasedAddress is who released an address and when.
 type ReleasedAddress struct {
 	MAC string      `json:"mac"`
 	At  metav1.Time `json:"at"`
-	// Until is the end of the quarantine as recorded at the release: the
-	// latest end of a lease the client may still hold. The quarantine ends
-	// at the later of Until and At plus the pool's current lease time, so
-	// lowering the lease time does not shorten it. Absent in entries written
-	// by versions that did not record it (they end at At plus the current
-	// lease time until rewritten).
+	// Lease is how long after At, in seconds, the releasing client may
+	// still hold its lease, when that is longer than the status's leaseTime
+	// (the lease time was lowered since, or shortly before, the release);
+	// absent otherwise, to keep the status small. The quarantine ends at the
+	// later of At plus this lease and At plus the pool's current lease
+	// time: lowering the lease time never shortens it. In a status without
+	// leaseTime (written by an older version) an entry counts from the
+	// current lease time.
 	// +optional
-	Until *metav1.Time `json:"until,omitempty"`
+	Lease *int64 `json:"lease,omitempty"`
 }
 
 // PodReference names the agent pod of a pool.

@@ -304,9 +304,10 @@ func (in *Pool) DeepCopy() *Pool {
 func (in *ReleasedAddress) DeepCopyInto(out *ReleasedAddress) {
 	*out = *in
 	in.At.DeepCopyInto(&out.At)
-	if in.Until != nil {
-		in, out := &in.Until, &out.Until
-		*out = (*in).DeepCopy()
+	if in.Lease != nil {
+		in, out := &in.Lease, &out.Lease
+		*out = new(int64)
+		**out = **in
 	}
 }
 

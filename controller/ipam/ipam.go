@@ -200,7 +200,7 @@ func New(c Config) (*Pool, error) {
 		byMAC:   map[string]uint32{},
 
 		quarantine:  c.Quarantine,
-		longerUntil: c.LongerLeasesUntil,
+		longerUntil: ceilSecond(c.LongerLeasesUntil),
 		now:         c.Now,
 		quar:        make([]uint64, words),
 		released:    map[uint32]Released{},
@@ -456,12 +456,22 @@ func (p *Pool) free(off uint32) {
 // lease may run for the current lease time, or until the end of a lease
 // granted under a longer lease time in force before.
 func (p *Pool) releasedNow(mac string) Released {
-	now := p.now()
+	// Whole seconds, as the status records them, rounded up so that
+	// recording never shortens a quarantine.
+	now := ceilSecond(p.now())
 	until := now.Add(p.quarantine)
 	if p.longerUntil.After(until) {
 		until = p.longerUntil
 	}
 	return Released{MAC: mac, At: now, Until: until}
+}
+
+// ceilSecond rounds t up to a whole second.
+func ceilSecond(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
 }
 
 // end is when the quarantine r ends: the later of its recorded end and its
