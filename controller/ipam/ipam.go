@@ -57,10 +57,17 @@ const MaxRangeSize = 1 << 24
 // status of such a pool, every address allocated, must fit in one etcd
 // object (1.5 MiB by default). Per address at most 81 bytes: 38 for its
 // "allocated" entry ("255.255.255.255":"02:00:00:00:00:0a",) and 43 for its
-// "owners" entry (a 22-character token); a quarantined address (74 bytes)
-// has no allocation. Both maps are atomic, so managedFields add nothing per
+// "owners" entry (a 22-character token); a quarantined address (74 bytes,
+// up to 93 with its own lease once the lease time was lowered) has no
+// allocation. Both maps are atomic, so managedFields add nothing per
 // address. 16384 x 81 = 1.33 MB, leaving 0.24 MB for metadata, spec and
-// conditions (TestFullPoolStatusFits writes such a status to a real etcd).
+// conditions (TestFullPoolStatusFits writes such a status to a real etcd);
+// every address quarantined with its own lease is 1.52 MB. An allocation
+// dropped because its address was excluded (pool paused) becomes an
+// EXCLUDED mark plus a quarantine, 22 to 41 bytes more than the
+// allocation: excluding more than about 11,000 of a full /18's allocated
+// addresses at once (6,000 just after the lease time was lowered) makes
+// the rebuilt status too large to write; exclude in smaller steps.
 const MaxStatusAddresses = 1 << 14
 
 // Config is the part of an IPPool's spec the IPAM needs.
