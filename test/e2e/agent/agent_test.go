@@ -115,7 +115,7 @@ func poolFor(name string, leaseTime int, allocated map[string]string) *v1alpha1.
 				CIDR:         "198.18.0.0/24",
 				Pool:         v1alpha1.Pool{Start: "198.18.0.10", End: "198.18.0.200"},
 				Router:       "198.18.0.1",
-				DNS:          []v1alpha1.IPv4Address{"198.18.0.53", "198.18.0.54"},
+				DNS:          []string{"198.18.0.53", "198.18.0.54"},
 				DomainName:   &domain,
 				DomainSearch: []string{"example.internal", "corp.example"},
 				NTP:          []string{"198.18.0.123", "localhost"}, // a host name, resolved by the agent
