@@ -57,18 +57,18 @@ func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1
 		if old != nil && (equality.Semantic.DeepEqual(old.Spec, pool.Spec) || pool.DeletionTimestamp != nil) {
 			return nil, nil
 		}
-		all := ValidateIPPoolSpec(pool, opts)
-		es := all
-		if old != nil {
-			// Ratcheting: a rule the stored object already broke (e.g. a
-			// pool Harvester admitted) does not block an update that keeps
-			// it as it was, such as pausing the pool; only new violations do.
-			es = newViolations(all, ValidateIPPoolSpec(old, opts))
+		es := ValidateIPPoolSpec(pool, opts)
+		if old == nil {
+			return es, nil
 		}
-		// The stranding check loads both specs into the IPAM; only a spec
-		// that passed validation is safe (and meaningful) to load.
-		if old != nil && len(all) == 0 {
-			es = append(es, strandedAllocations(old, pool)...)
+		// Ratcheting: a rule the stored object already broke (e.g. a pool
+		// Harvester admitted) does not block an update that keeps it as it
+		// was, such as pausing the pool; only new violations do.
+		es = newViolations(es, ValidateIPPoolSpec(old, opts))
+		if len(es) == 0 {
+			// Loaded by the IPAM, which refuses any config it cannot hold
+			// (as it must for what the controller reads from etcd).
+			es = strandedAllocations(old, pool)
 		}
 		return es, nil
 	default:
@@ -297,9 +297,6 @@ func strandedAllocations(old, pool *v1alpha1.IPPool) FieldErrors {
 	}
 	alloc := old.Status.IPv4.Allocated
 	before := map[string]bool{}
-	if len(ValidateIPPoolSpec(old, Options{})) > 0 {
-		return nil // a stored pool this broken can only be fixed, not stranded further
-	}
 	if oldIPAM, err := ipam.New(ipamConfig(old)); err == nil {
 		for _, c := range oldIPAM.Restore(alloc) {
 			before[c.IP] = true

@@ -141,6 +141,16 @@ func TestMetadataOnlyUpdatesPass(t *testing.T) {
 	if es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, upd, old); len(es) != 0 {
 		t.Errorf("pausing a stored invalid pool refused: %v", es)
 	}
+	// Ratcheting keeps the stranding check: an exclude that takes an
+	// allocated address is refused, whatever the stored violations.
+	strand := upd.DeepCopy()
+	strand.Spec.Paused = nil
+	strandOld := old.DeepCopy()
+	strandOld.Status.IPv4 = &v1alpha1.IPv4Status{Allocated: map[string]string{"192.168.100.120": "22:37:37:82:93:7d"}}
+	strand.Spec.IPv4Config.Pool.Exclude = append(strand.Spec.IPv4Config.Pool.Exclude, "192.168.100.120")
+	if es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, strand, strandOld); len(es) != 1 || es[0].Value != "192.168.100.120" {
+		t.Errorf("exclude of an allocated address in a stored invalid pool: got %v", es)
+	}
 	upd.Spec.IPv4Config.MTU = ptr.To(30)
 	upd.Spec.IPv4Config.DNS = []string{"224.0.0.1", "8.8.8.8"}
 	es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, upd, old)
