@@ -546,7 +546,7 @@ func droppedMessage(dropped []ipam.Conflict) string {
 // and the VMNetCfgs whose allocation was dropped.
 func (s *PoolStore) written(key types.NamespacedName, obj *v1alpha1.IPPool, dropped []ipam.Conflict, tooLarge bool) {
 	if s.Metrics != nil && obj.Status.IPv4 != nil {
-		labels := []string{key.String(), obj.Spec.IPv4Config.CIDR, obj.Spec.NetworkName}
+		labels := []string{key.String(), obj.Spec.IPv4Config.CIDR, obj.Network()} // namespace/name, as updatePoolMetrics and finalize write it
 		s.Metrics.PoolUsed.WithLabelValues(labels...).Set(float64(obj.Status.IPv4.Used))
 		s.Metrics.PoolAvailable.WithLabelValues(labels...).Set(float64(obj.Status.IPv4.Available))
 	}

@@ -98,18 +98,6 @@ func checkNetworkName(es *FieldErrors, field, value string) (namespace, name str
 	return namespace, name, true
 }
 
-// checkDomainName validates a DNS domain as sent in options 15 and 119.
-func checkDomainName(es *FieldErrors, field, value string) {
-	d := strings.TrimSuffix(strings.ToLower(value), ".")
-	if d == "" {
-		es.add(field, value, "is not a domain name")
-		return
-	}
-	if msgs := validation.IsDNS1123Subdomain(d); len(msgs) > 0 {
-		es.add(field, value, "is not a domain name: %s", msgs[0])
-	}
-}
-
 // parseUnicastMAC parses a 48-bit MAC and refuses group and all-zero
 // addresses, which no NIC can own.
 func parseUnicastMAC(s string) (net.HardwareAddr, error) {

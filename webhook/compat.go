@@ -52,6 +52,7 @@ func IPPoolWarnings(ctx context.Context, lk Lookup, op admissionv1.Operation, po
 			ws = append(ws, fmt.Sprintf("spec.ipv4Config.leaseTime: %d is shorter than %d seconds: every client renews every %d seconds", lt, MinLeaseTime, lt/2))
 		}
 	}
+	ws = append(ws, optionWarnings(c)...)
 	start, startOK := parseIPv4(string(c.Pool.Start))
 	end, endOK := parseIPv4(string(c.Pool.End))
 	seen := map[netip.Addr]bool{}

@@ -2,15 +2,20 @@ package webhook_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
 	"github.com/vm-dhcp/vm-dhcp/webhook"
 )
 
@@ -106,4 +111,70 @@ func TestHarvesterAdmitsWeAdmit(t *testing.T) {
 			t.Logf("admitted with warning: %s", ws)
 		})
 	}
+}
+
+// TestHarvesterMaxOptions (issue 14): an IPPool written for Harvester with
+// every option list at the most Harvester's schema admits, and entries no
+// DHCP option can carry (a DNS host name, an NTP entry that is no host name,
+// a search domain with an underscore, a lease time beyond 32 bits), applies
+// unchanged through the real API server, our CRD and our webhook; the
+// warnings say what the agent leaves out or how it sends it.
+func TestHarvesterMaxOptions(t *testing.T) {
+	needCluster(t)
+	ctx := context.Background()
+	doc, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "test", "manifests", "harvester-ippool-max-options.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := fromYAML(t, string(doc))
+	nad(t, u.GetNamespace(), "max-options")
+	rec := &warningRecorder{}
+	cfg := rest.CopyConfig(restCfg)
+	cfg.WarningHandler = rec
+	c, err := client.New(cfg, client.Options{Scheme: webhook.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, u); err != nil {
+		t.Fatalf("refused: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Delete(ctx, u) })
+	ws := strings.Join(rec.take(), "\n")
+	for _, want := range []string{
+		"spec.ipv4Config.dns[2]: dns.google is not an IPv4 address",
+		"spec.ipv4Config.ntp[3]: ntp_server is neither an IPv4 address nor a host name",
+		"spec.ipv4Config.ntp: pool.ntp.org., time.example.com: option 42 carries IPv4 addresses only, so the agent resolves host names",
+		"spec.ipv4Config.domainSearch[39]",
+		"spec.ipv4Config.leaseTime: 4294967295 does not fit option 51's 32 bits",
+	} {
+		if !strings.Contains(ws, want) {
+			t.Errorf("warnings lack %q:\n%s", want, ws)
+		}
+	}
+	t.Logf("admitted with warnings:\n%s", ws)
+
+	// Stored as written: nothing dropped or rewritten.
+	var got v1alpha1.IPPool
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(u), &got); err != nil {
+		t.Fatal(err)
+	}
+	gc := got.Spec.IPv4Config
+	if len(gc.DNS) != 3 || len(gc.NTP) != 4 || gc.NTP[0] != "pool.ntp.org." || len(gc.DomainSearch) != 40 || *gc.LeaseTime != 4294967295 {
+		t.Errorf("stored differently: %+v", gc)
+	}
+
+	// One entry more than fits any reply is refused, saying what to shorten.
+	big := u.DeepCopy()
+	big.SetName("max-options-big")
+	big.SetResourceVersion("")
+	var search []any
+	for i := range 40 {
+		search = append(search, fmt.Sprintf("team-%02d-%s.example.org", i, strings.Repeat("x", 30)))
+	}
+	_ = unstructured.SetNestedSlice(big.Object, search, "spec", "ipv4Config", "domainSearch")
+	err = c.Create(ctx, big, client.DryRunAll)
+	if err == nil || !strings.Contains(err.Error(), "at most 1000 fit in one reply: remove") || !strings.Contains(err.Error(), "entries of spec.ipv4Config.domainSearch") {
+		t.Fatalf("options too large for a reply: got %v", err)
+	}
+	t.Logf("refused: %v", err)
 }

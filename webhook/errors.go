@@ -53,3 +53,39 @@ func (es FieldErrors) Err() error {
 	}
 	return es
 }
+
+// newViolations is the errors of es that were not in old: the same reason
+// for the same value of the same field. List indexes are left out of the
+// comparison, so that removing an earlier entry (which shifts the rest)
+// does not make a kept violation count as new.
+func newViolations(es, old FieldErrors) FieldErrors {
+	seen := make(map[FieldError]bool, len(old))
+	for _, e := range old {
+		seen[withoutIndexes(e)] = true
+	}
+	var out FieldErrors
+	for _, e := range es {
+		if !seen[withoutIndexes(e)] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// withoutIndexes is e with every [n] of its field path removed.
+func withoutIndexes(e FieldError) FieldError {
+	var b strings.Builder
+	inIndex := false
+	for _, r := range e.Field {
+		switch {
+		case r == '[':
+			inIndex = true
+		case r == ']' && inIndex:
+			inIndex = false
+		case !inIndex:
+			b.WriteRune(r)
+		}
+	}
+	e.Field = b.String()
+	return e
+}

@@ -48,7 +48,7 @@ func FuzzValidateIPPool(f *testing.F) {
 			pool.Spec.IPv4Config.Pool.Exclude = []v1alpha1.IPv4Address{v1alpha1.IPv4Address(exclude), v1alpha1.IPv4Address(exclude)}[:1+len(exclude)%2]
 		}
 		if dns != "" {
-			pool.Spec.IPv4Config.DNS = []v1alpha1.IPv4Address{v1alpha1.IPv4Address(dns)}
+			pool.Spec.IPv4Config.DNS = []string{dns}
 		}
 		if allocated != "" {
 			pool.Status.IPv4 = &v1alpha1.IPv4Status{Allocated: map[string]string{allocated: "02:00:00:00:00:01"}}

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -59,10 +58,17 @@ func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1
 			return nil, nil
 		}
 		es := ValidateIPPoolSpec(pool, opts)
-		// The stranding check loads both specs into the IPAM; only a spec
-		// that passed validation is safe (and meaningful) to load.
-		if old != nil && len(es) == 0 {
-			es = append(es, strandedAllocations(old, pool)...)
+		if old == nil {
+			return es, nil
+		}
+		// Ratcheting: a rule the stored object already broke (e.g. a pool
+		// Harvester admitted) does not block an update that keeps it as it
+		// was, such as pausing the pool; only new violations do.
+		es = newViolations(es, ValidateIPPoolSpec(old, opts))
+		if len(es) == 0 {
+			// Loaded by the IPAM, which refuses any config it cannot hold
+			// (as it must for what the controller reads from etcd).
+			es = strandedAllocations(old, pool)
 		}
 		return es, nil
 	default:
@@ -174,45 +180,23 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 
 	for i, d := range c.DNS {
 		field := fmt.Sprintf("%s.dns[%d]", ipv4Path, i)
-		a, ok := parseIPv4(string(d))
+		a, ok := parseIPv4(d)
 		switch {
 		case !ok:
-			es.add(field, string(d), "is not an IPv4 address")
+			// Harvester's schema admits it; the agent leaves it out of
+			// option 6 and IPPoolWarnings says so.
 		case a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-			es.add(field, string(d), "is not a unicast address")
+			es.add(field, d, "is not a unicast address")
 		// A DNS server may live outside the pool's network (1.1.1.1 in
 		// Harvester's own example), but never on its network or broadcast address.
 		case cidrOK && cidr.Contains(a) && hostRole(cidr, a) != "":
-			es.add(field, string(d), "%s", hostRole(cidr, a))
+			es.add(field, d, "%s", hostRole(cidr, a))
 		}
 	}
 
-	if c.DomainName != nil {
-		checkDomainName(&es, ipv4Path+".domainName", *c.DomainName)
-	}
-	for i, d := range c.DomainSearch {
-		checkDomainName(&es, fmt.Sprintf("%s.domainSearch[%d]", ipv4Path, i), d)
-	}
-	for i, n := range c.NTP {
-		if _, ok := parseIPv4(n); ok {
-			continue
-		}
-		if n == "" || strings.Count(n, ".") == 3 && strings.Trim(n, "0123456789.") == "" {
-			es.add(fmt.Sprintf("%s.ntp[%d]", ipv4Path, i), n, "is neither an IPv4 address nor a host name")
-			continue
-		}
-		checkDomainName(&es, fmt.Sprintf("%s.ntp[%d]", ipv4Path, i), n)
-	}
-
-	if c.LeaseTime != nil {
-		lt := *c.LeaseTime
-		// Short and non-positive lease times are Harvester's to admit:
-		// ipPoolWarnings explains what clients get.
-		switch {
-		case int64(lt) >= math.MaxUint32: // 0xffffffff means "infinite" in DHCP
-			es.add(ipv4Path+".leaseTime", strconv.Itoa(lt), "is longer than %d seconds", uint32(math.MaxUint32-1))
-		}
-	}
+	// domainName, domainSearch and ntp entries the agent cannot send, and
+	// lease times DHCP cannot say, are Harvester's to admit: IPPoolWarnings
+	// says what the agent does with them.
 	if c.MTU != nil && (*c.MTU < MinMTU || *c.MTU > MaxMTU) {
 		es.add(ipv4Path+".mtu", strconv.Itoa(*c.MTU), "is outside %d-%d", MinMTU, MaxMTU)
 	}
@@ -313,9 +297,6 @@ func strandedAllocations(old, pool *v1alpha1.IPPool) FieldErrors {
 	}
 	alloc := old.Status.IPv4.Allocated
 	before := map[string]bool{}
-	if len(ValidateIPPoolSpec(old, Options{})) > 0 {
-		return nil // a stored pool this broken can only be fixed, not stranded further
-	}
 	if oldIPAM, err := ipam.New(ipamConfig(old)); err == nil {
 		for _, c := range oldIPAM.Restore(alloc) {
 			before[c.IP] = true

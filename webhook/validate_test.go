@@ -20,7 +20,7 @@ func harvesterPool() *v1alpha1.IPPool {
 			ServerIP: "192.168.100.2", CIDR: "192.168.100.0/24",
 			Pool: v1alpha1.Pool{Start: "192.168.100.101", End: "192.168.100.200",
 				Exclude: []v1alpha1.IPv4Address{"192.168.100.151", "192.168.100.187"}},
-			Router: "192.168.100.1", DNS: []v1alpha1.IPv4Address{"1.1.1.1"},
+			Router: "192.168.100.1", DNS: []string{"1.1.1.1"},
 			DomainName: ptr.To("example.com"), DomainSearch: []string{"example.com"},
 			NTP: []string{"pool.ntp.org"}, LeaseTime: ptr.To(300),
 		}},
@@ -133,10 +133,30 @@ func TestMetadataOnlyUpdatesPass(t *testing.T) {
 	if es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, upd, old); len(es) != 0 {
 		t.Errorf("finalizer update of a stored invalid pool refused: %v", es)
 	}
-	upd.Spec.IPv4Config.DNS = []v1alpha1.IPv4Address{"8.8.8.8"}
+	// Ratcheting (issue 14): a spec change that keeps the stored violation
+	// as it was passes (pausing a migrated pool must); one that brings a
+	// new violation is refused for that one only.
+	upd.Spec.IPv4Config.DNS = []string{"8.8.8.8"}
+	upd.Spec.Paused = ptr.To(true)
+	if es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, upd, old); len(es) != 0 {
+		t.Errorf("pausing a stored invalid pool refused: %v", es)
+	}
+	// Ratcheting keeps the stranding check: an exclude that takes an
+	// allocated address is refused, whatever the stored violations.
+	strand := upd.DeepCopy()
+	strand.Spec.Paused = nil
+	strandOld := old.DeepCopy()
+	strandOld.Status.IPv4 = &v1alpha1.IPv4Status{Allocated: map[string]string{"192.168.100.120": "22:37:37:82:93:7d"}}
+	strand.Spec.IPv4Config.Pool.Exclude = append(strand.Spec.IPv4Config.Pool.Exclude, "192.168.100.120")
+	if es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, strand, strandOld); len(es) != 1 || es[0].Value != "192.168.100.120" {
+		t.Errorf("exclude of an allocated address in a stored invalid pool: got %v", es)
+	}
+	upd.Spec.IPv4Config.MTU = ptr.To(30)
+	upd.Spec.IPv4Config.DNS = []string{"224.0.0.1", "8.8.8.8"}
 	es, _ := ValidateIPPool(ctx, Objects{}, Options{}, admissionv1.Update, upd, old)
-	if !strings.Contains(es.Error(), "spec.ipv4Config.mtu: 20 is outside 68-65535") {
-		t.Errorf("spec change of an invalid pool: got %q", es.Error())
+	if len(es) != 2 || !strings.Contains(es.Error(), "spec.ipv4Config.mtu: 30 is outside 68-65535") ||
+		!strings.Contains(es.Error(), "spec.ipv4Config.dns[0]: 224.0.0.1 is not a unicast address") {
+		t.Errorf("spec change adding violations to an invalid pool: got %q", es.Error())
 	}
 
 	oldVM := harvesterVM()
@@ -146,8 +166,12 @@ func TestMetadataOnlyUpdatesPass(t *testing.T) {
 	if es, _ := ValidateVMNetCfg(ctx, Objects{}, admissionv1.Update, updVM, oldVM); len(es) != 0 {
 		t.Errorf("finalizer update of a stored invalid VMNetCfg refused: %v", es)
 	}
-	updVM.Spec.VMName = "renamed"
-	if es, _ := ValidateVMNetCfg(ctx, Objects{}, admissionv1.Update, updVM, oldVM); !strings.Contains(es.Error(), "spec.networkConfigs[0].macAddress: 01:00:5e:00:00:01 is a multicast MAC address") {
-		t.Errorf("spec change of an invalid VMNetCfg: got %q", es.Error())
+	updVM.Spec.Paused = ptr.To(true)
+	if es, _ := ValidateVMNetCfg(ctx, Objects{}, admissionv1.Update, updVM, oldVM); len(es) != 0 {
+		t.Errorf("pausing a stored invalid VMNetCfg refused: %v", es)
+	}
+	updVM.Spec.NetworkConfigs = append(updVM.Spec.NetworkConfigs, v1alpha1.NetworkConfig{MACAddress: "03:00:00:00:00:01", NetworkName: "default/example"})
+	if es, _ := ValidateVMNetCfg(ctx, Objects{}, admissionv1.Update, updVM, oldVM); len(es) != 1 || !strings.Contains(es.Error(), "spec.networkConfigs[1].macAddress: 03:00:00:00:00:01 is a multicast MAC address") {
+		t.Errorf("spec change adding a violation to an invalid VMNetCfg: got %q", es.Error())
 	}
 }

@@ -29,6 +29,22 @@ func ValidateVMNetCfg(ctx context.Context, lk Lookup, op admissionv1.Operation, 
 		(equality.Semantic.DeepEqual(old.Spec, cfg.Spec) || cfg.DeletionTimestamp != nil) {
 		return nil, nil
 	}
+	es, err := validateVMNetCfgSpec(ctx, lk, cfg)
+	if err != nil || op != admissionv1.Update || old == nil {
+		return es, err
+	}
+	// Ratcheting, as for IPPools: only violations the stored object did
+	// not have refuse an update (pausing a migrated VMNetCfg must pass).
+	before, err := validateVMNetCfgSpec(ctx, lk, old)
+	if err != nil {
+		return nil, err
+	}
+	return newViolations(es, before), nil
+}
+
+// validateVMNetCfgSpec checks cfg's spec, against the cluster's pools and
+// the other VMNetCfgs.
+func validateVMNetCfgSpec(ctx context.Context, lk Lookup, cfg *v1alpha1.VirtualMachineNetworkConfig) (FieldErrors, error) {
 	var es FieldErrors
 	if cfg.Spec.VMName == "" {
 		es.add("spec.vmName", "", "is required")

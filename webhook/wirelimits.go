@@ -2,10 +2,13 @@ package webhook
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
+	"slices"
 	"strings"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/internal/dnsname"
 )
 
 // Limits that come from the DHCP wire rather than from the API: what the
@@ -21,48 +24,78 @@ const (
 	// (about 190). Clients that accept less (576 bytes unless they say
 	// otherwise in option 57) get the options they list first.
 	MaxOptionBytes = 1000
-	// MaxDNSLabel is RFC 1035's limit of a label.
-	MaxDNSLabel = 63
 	// ntpNameBytes is what a host name in ntp is counted as: it is sent
 	// as the addresses it resolves to, at least one of 4 bytes.
 	ntpNameBytes = 4
 )
 
-// validateWireLimits refuses a pool whose options the agent could not send:
-// DNS names with labels over 63 characters (they would be written with
-// length bytes RFC 1035 reserves for compression pointers) and options
-// that do not fit in one reply.
+// validateWireLimits refuses a pool whose options could not fit in any DHCP
+// reply. Entries the agent cannot send at all are not refused (Harvester
+// admits them): the agent leaves them out and optionWarnings says so.
 func validateWireLimits(pool *v1alpha1.IPPool) FieldErrors {
 	var es FieldErrors
-	c := pool.Spec.IPv4Config
-	if c.DomainName != nil {
-		checkDNSLabels(&es, ipv4Path+".domainName", *c.DomainName)
-	}
-	for i, d := range c.DomainSearch {
-		checkDNSLabels(&es, fmt.Sprintf("%s.domainSearch[%d]", ipv4Path, i), d)
-	}
-	for i, n := range c.NTP {
-		if _, err := netip.ParseAddr(n); err != nil {
-			checkDNSLabels(&es, fmt.Sprintf("%s.ntp[%d]", ipv4Path, i), n)
-		}
-	}
-	if len(es) == 0 {
-		checkOptionBytes(&es, c)
-	}
+	checkOptionBytes(&es, pool.Spec.IPv4Config)
 	return es
 }
 
-// checkDNSLabels refuses a name with a label longer than 63 characters
-// (checkDomainName already refuses other characters than letters, digits,
-// hyphens and dots, and names over 253 characters).
-func checkDNSLabels(es *FieldErrors, field, value string) {
-	name := strings.TrimSuffix(value, ".")
-	for _, label := range strings.Split(name, ".") {
-		if len(label) > MaxDNSLabel {
-			es.add(field, value, "has a label of %d characters (%.20s...); a DNS label has at most %d", len(label), label, MaxDNSLabel)
-			return
+// Entries of the option lists as the agent reads them.
+func dnsSent(d string) bool { _, ok := parseIPv4(d); return ok }
+
+// ntpKind is "address" (sent as is), "name" (resolved by the agent, sent as
+// its IPv4 addresses) or "" (neither: left out).
+func ntpKind(n string) string {
+	if _, ok := parseIPv4(n); ok {
+		return "address"
+	}
+	if looksLikeIPv4(n) || dnsname.Check(n) != nil {
+		return ""
+	}
+	return "name"
+}
+
+// looksLikeIPv4 is a dotted quad that is not a valid address (999.1.1.1,
+// 010.0.0.1): no host name, so never looked up.
+func looksLikeIPv4(s string) bool {
+	return strings.Count(s, ".") == 3 && strings.Trim(s, "0123456789.") == ""
+}
+
+// optionWarnings says what the agent does with the option entries it cannot
+// send as written: what is left out of which option, and how NTP host
+// names and lease times beyond 32 bits reach the wire.
+func optionWarnings(c v1alpha1.IPv4Config) []string {
+	var ws []string
+	for i, d := range c.DNS {
+		if !dnsSent(d) {
+			ws = append(ws, fmt.Sprintf("%s.dns[%d]: %s is not an IPv4 address: option 6 carries IPv4 addresses only, so the agent leaves it out and sends the other DNS servers", ipv4Path, i, d))
 		}
 	}
+	if c.DomainName != nil && *c.DomainName != "" {
+		if err := dnsname.Check(*c.DomainName); err != nil {
+			ws = append(ws, fmt.Sprintf("%s.domainName: %v: the agent sends it as written in option 15, and clients may ignore it", ipv4Path, err))
+		}
+	}
+	for i, d := range c.DomainSearch {
+		if err := dnsname.Check(d); err != nil {
+			ws = append(ws, fmt.Sprintf("%s.domainSearch[%d]: %v: option 119 cannot carry it, so the agent leaves it out and sends the other search domains", ipv4Path, i, err))
+		}
+	}
+	var names []string
+	for i, n := range c.NTP {
+		switch ntpKind(n) {
+		case "name":
+			names = append(names, n)
+		case "":
+			ws = append(ws, fmt.Sprintf("%s.ntp[%d]: %s is neither an IPv4 address nor a host name: option 42 carries IPv4 addresses only, so the agent leaves it out", ipv4Path, i, n))
+		}
+	}
+	if len(names) > 0 {
+		ws = append(ws, fmt.Sprintf("%s.ntp: %s: option 42 carries IPv4 addresses only, so the agent resolves host names (on every change of the pool and every 5 minutes) and sends the IPv4 addresses they resolve to; a name that does not resolve is left out",
+			ipv4Path, strings.Join(names, ", ")))
+	}
+	if c.LeaseTime != nil && int64(*c.LeaseTime) >= math.MaxUint32 {
+		ws = append(ws, fmt.Sprintf("%s.leaseTime: %d does not fit option 51's 32 bits: the agent sends 4294967295, an infinite lease (clients never renew, so option changes reach them only when they restart)", ipv4Path, *c.LeaseTime))
+	}
+	return ws
 }
 
 // checkOptionBytes refuses options that take more than MaxOptionBytes on
@@ -78,16 +111,25 @@ func checkOptionBytes(es *FieldErrors, c v1alpha1.IPv4Config) {
 			parts = append(parts, part{name, optionWireLen(data)})
 		}
 	}
-	add("dns", 4*len(c.DNS))
+	dns := 0
+	for _, d := range c.DNS {
+		if dnsSent(d) {
+			dns += 4
+		}
+	}
+	add("dns", dns)
 	if c.DomainName != nil {
 		add("domainName", len(*c.DomainName))
 	}
-	add("domainSearch", domainSearchLen(c.DomainSearch))
+	// The agent's own encoder: compressed, and without what it leaves out.
+	search, _ := dnsname.SearchList(c.DomainSearch)
+	add("domainSearch", len(search))
 	ntp := 0
 	for _, n := range c.NTP {
-		if _, err := netip.ParseAddr(n); err == nil {
+		switch ntpKind(n) {
+		case "address":
 			ntp += 4
-		} else {
+		case "name":
 			ntp += ntpNameBytes
 		}
 	}
@@ -106,31 +148,22 @@ func checkOptionBytes(es *FieldErrors, c v1alpha1.IPv4Config) {
 	}
 	add("routes", routes)
 	total := 0
-	desc := make([]string, 0, len(parts))
 	for _, p := range parts {
 		total += p.bytes
+	}
+	if total <= MaxOptionBytes {
+		return
+	}
+	// Largest first: that is what to shorten.
+	slices.SortStableFunc(parts, func(a, b part) int { return b.bytes - a.bytes })
+	desc := make([]string, 0, len(parts))
+	for _, p := range parts {
 		desc = append(desc, fmt.Sprintf("%s %d", p.name, p.bytes))
 	}
-	if total > MaxOptionBytes {
-		es.add(ipv4Path, "", "DHCP options take %d bytes on the wire (%s); at most %d fit in one reply: remove routes or search domains",
-			total, strings.Join(desc, ", "), MaxOptionBytes)
-	}
+	es.add(ipv4Path, "", "DHCP options take %d bytes on the wire (%s); at most %d fit in one reply: remove %d bytes, e.g. entries of spec.ipv4Config.%s",
+		total, strings.Join(desc, ", "), MaxOptionBytes, total-MaxOptionBytes, parts[0].name)
 }
 
 // optionWireLen is an option with n bytes of data on the wire: code and
 // length per 255-byte piece (RFC 3396).
 func optionWireLen(n int) int { return n + 2*((n+254)/255) }
-
-// domainSearchLen is option 119's length without compression (an upper
-// bound of what the agent sends): each name's labels, their length bytes
-// and the root.
-func domainSearchLen(names []string) int {
-	n := 0
-	for _, d := range names {
-		d = strings.TrimSuffix(d, ".")
-		if d != "" {
-			n += len(d) + 2
-		}
-	}
-	return n
-}

@@ -68,18 +68,13 @@ func TestCRDs(t *testing.T) {
 				_ = unstructured.SetNestedField(u.Object, "192.168.100.0/40", "spec", "ipv4Config", "cidr")
 				return u
 			}, "spec.ipv4Config.cidr"},
+			// Harvester's schema refuses it too (maxItems 3).
 			{"five DNS servers", func() *unstructured.Unstructured {
 				u := pool.DeepCopy()
 				u.SetName("five-dns")
 				_ = unstructured.SetNestedStringSlice(u.Object, []string{"1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4", "9.9.9.9"}, "spec", "ipv4Config", "dns")
 				return u
 			}, "spec.ipv4Config.dns"},
-			{"DNS item not an address", func() *unstructured.Unstructured {
-				u := pool.DeepCopy()
-				u.SetName("dns-item")
-				_ = unstructured.SetNestedStringSlice(u.Object, []string{"1.1.1.1", "one.one"}, "spec", "ipv4Config", "dns")
-				return u
-			}, "spec.ipv4Config.dns[1]"},
 			{"MTU too small", func() *unstructured.Unstructured {
 				u := pool.DeepCopy()
 				u.SetName("mtu")
@@ -141,7 +136,7 @@ func TestCRDs(t *testing.T) {
 		// Mutable fields still change.
 		var p v1alpha1.IPPool
 		_ = c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "example"}, &p)
-		p.Spec.IPv4Config.DNS = []v1alpha1.IPv4Address{"9.9.9.9"}
+		p.Spec.IPv4Config.DNS = []string{"9.9.9.9"}
 		if err := c.Update(ctx, &p); err != nil {
 			t.Errorf("change DNS: %v", err)
 		}
@@ -174,4 +169,100 @@ func TestCRDs(t *testing.T) {
 			t.Fatalf("short names = %v", short)
 		}
 	})
+}
+
+// readManifest reads a YAML manifest kept under test/manifests.
+func readManifest(t *testing.T, name string) *unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "test", "manifests", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal(b, &u.Object); err != nil {
+		t.Fatalf("parse %s: %v", name, err)
+	}
+	return u
+}
+
+// TestSchemaAdmitsWhatHarvestersAdmits (issue 14): every IPPool and
+// VMNetCfg Harvester's published CRDs admit, ours admit too. Each manifest
+// is sent, unchanged, to a kube-apiserver serving Harvester's CRDs and to
+// one serving ours (server-side dry run; the webhook's own rules are
+// tested in webhook/): where Harvester's schema refuses, ours may refuse
+// too (the same maxItems), never the other way round.
+func TestSchemaAdmitsWhatHarvestersAdmits(t *testing.T) {
+	_, _, ours := testenv.Start(t)
+	harvester := startHarvesterCRDs(t)
+	ctx := context.Background()
+
+	pool := func(edit func(u *unstructured.Unstructured)) *unstructured.Unstructured {
+		u := readManifest(t, "harvester-ippool-max-options.yaml")
+		if edit != nil {
+			edit(u)
+		}
+		return u
+	}
+	set := func(value any, path ...string) func(u *unstructured.Unstructured) {
+		return func(u *unstructured.Unstructured) {
+			if err := unstructured.SetNestedField(u.Object, value, append([]string{"spec", "ipv4Config"}, path...)...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	vmnc := func(vmName, mac string) *unstructured.Unstructured {
+		u := readExample(t, "harvester-vmnetcfg.yaml")
+		_ = unstructured.SetNestedField(u.Object, vmName, "spec", "vmName")
+		_ = unstructured.SetNestedSlice(u.Object, []any{map[string]any{"macAddress": mac, "networkName": "default/example"}}, "spec", "networkConfigs")
+		return u
+	}
+	cases := []struct {
+		name string
+		obj  *unstructured.Unstructured
+	}{
+		{"each list at Harvester's maximum, with entries no option can carry", pool(nil)},
+		{"DNS host name and IPv6 address", pool(set([]any{"dns.google", "2001:4860:4860::8888"}, "dns"))},
+		{"NTP entries that are no host names", pool(set([]any{"ntp server", "-x-", "", "999.1.1.1"}, "ntp"))},
+		{"domain name of 300 characters", pool(set(strings.Repeat("a", 300), "domainName"))},
+		{"search domain of 300 characters", pool(set([]any{strings.Repeat("b", 300)}, "domainSearch"))},
+		{"leaseTime beyond 32 bits", pool(set(int64(5000000000), "leaseTime"))},
+		{"four DNS servers", pool(set([]any{"1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"}, "dns"))},
+		{"five NTP servers", pool(set([]any{"a.example", "b.example", "c.example", "d.example", "e.example"}, "ntp"))},
+		{"VMNetCfg as Harvester writes it", vmnc("test-vm", "22:37:37:82:93:7d")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			errH := harvester.Create(ctx, tc.obj.DeepCopy(), client.DryRunAll)
+			errO := ours.Create(ctx, tc.obj.DeepCopy(), client.DryRunAll)
+			switch {
+			case errH == nil && errO != nil:
+				t.Fatalf("Harvester's schema admits it, ours refuses: %v", errO)
+			case errH != nil && errO == nil:
+				t.Logf("Harvester's schema refuses it (%v), ours admits it", errH)
+			case errH != nil:
+				t.Logf("both refuse: Harvester %v; ours %v", errH, errO)
+			}
+		})
+	}
+}
+
+// startHarvesterCRDs starts a kube-apiserver serving Harvester's published
+// CRDs (test/crds/harvester) and returns a client of it.
+func startHarvesterCRDs(t *testing.T) client.Client {
+	t.Helper()
+	env, err := testenv.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.CRDDirectoryPaths = []string{filepath.Join(testenv.RepoRoot(), "test", "crds", "harvester")}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("start kube-apiserver with Harvester's CRDs: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -97,33 +97,38 @@ type IPv4Config struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.router is immutable once set"
 	Router IPv4Address `json:"router,omitempty"`
 
-	// DNS servers given to clients (option 6).
+	// The option fields below carry only the schema limits Harvester's CRD
+	// has (MaxItems of dns and ntp): every manifest its CRD admits is
+	// admitted here. What the agent cannot send (an entry that is not an
+	// address or host name, a label over 63 characters) is admitted with an
+	// admission warning and left out of the reply; the webhook refuses only
+	// options too large for any DHCP reply (webhook/wirelimits.go).
+
+	// DNS servers given to clients (option 6), IPv4 addresses. Items are
+	// plain strings, as in Harvester's schema: an entry that is not an IPv4
+	// address is left out of option 6, with a warning on admission.
 	// +optional
 	// +kubebuilder:validation:MaxItems=3
-	DNS []IPv4Address `json:"dns,omitempty"`
+	DNS []string `json:"dns,omitempty"`
 
 	// DomainName given to clients (option 15).
 	// +optional
-	// +kubebuilder:validation:MaxLength=253
 	DomainName *string `json:"domainName,omitempty"`
 
 	// DomainSearch list given to clients (option 119).
 	// +optional
-	// +kubebuilder:validation:MaxItems=32
-	// +kubebuilder:validation:items:MaxLength=253
 	DomainSearch []string `json:"domainSearch,omitempty"`
 
-	// NTP servers given to clients (option 42), addresses or host names.
+	// NTP servers given to clients (option 42), addresses or host names;
+	// the agent resolves host names to their IPv4 addresses.
 	// +optional
 	// +kubebuilder:validation:MaxItems=4
-	// +kubebuilder:validation:items:MaxLength=253
-	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$`
 	NTP []string `json:"ntp,omitempty"`
 
-	// LeaseTime in seconds (option 51).
-	// Option 51 holds 32 bits, and 4294967295 means "infinite".
+	// LeaseTime in seconds (option 51). Option 51 holds 32 bits and
+	// 4294967295 means "infinite": a larger value is served as infinite,
+	// with a warning on admission (Harvester's schema has no maximum).
 	// +optional
-	// +kubebuilder:validation:Maximum=4294967294
 	LeaseTime *int `json:"leaseTime,omitempty"`
 
 	// MTU given to clients (option 26). Not in Harvester's API.

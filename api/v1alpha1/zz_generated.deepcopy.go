@@ -140,7 +140,7 @@ func (in *IPv4Config) DeepCopyInto(out *IPv4Config) {
 	in.Pool.DeepCopyInto(&out.Pool)
 	if in.DNS != nil {
 		in, out := &in.DNS, &out.DNS
-		*out = make([]IPv4Address, len(*in))
+		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
 	if in.DomainName != nil {

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/vm-dhcp/vm-dhcp/internal/dnsname"
 	"github.com/vm-dhcp/vm-dhcp/plugins/internal/wire"
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
@@ -63,6 +66,12 @@ type Options struct {
 	ntp atomic.Pointer[map[string][]net.IP]
 	// enc caches the encoded options of the last pool view served.
 	enc atomic.Pointer[encodedOptions]
+
+	// reportMu guards reported: what was last logged about each NTP entry
+	// that could not be used, so that a lasting failure is logged once,
+	// not on every pool change and refresh.
+	reportMu sync.Mutex
+	reported map[string]string
 }
 
 // New returns options served from pool.
@@ -101,9 +110,19 @@ func (o *Options) ResolveOnce(ctx context.Context, lookup LookupFunc, log logr.L
 	}
 	prev := *o.ntp.Load()
 	next := map[string][]net.IP{}
+	problems := map[string]string{}
 	for _, s := range p.NTP {
-		if _, err := netip.ParseAddr(s); err == nil {
+		if a, err := netip.ParseAddr(s); err == nil {
+			if !a.Is4() {
+				problems[s] = "is an IPv6 address; option 42 carries IPv4 addresses only: left out"
+			}
 			continue // literal address, used as is
+		}
+		if err := dnsname.Check(s); err != nil || isDottedQuad(s) {
+			// Admitted as Harvester admits it (with a warning); nothing
+			// to look up.
+			problems[s] = "is neither an IPv4 address nor a host name: left out of option 42"
+			continue
 		}
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		addrs, err := lookup(lctx, "ip4", s)
@@ -115,7 +134,11 @@ func (o *Options) ResolveOnce(ctx context.Context, lookup LookupFunc, log logr.L
 			}
 		}
 		if err != nil || len(ips) == 0 {
-			log.Error(err, "resolve NTP server; keeping the previous answer", "host", s, "previous", prev[s])
+			msg := "resolves to no IPv4 address"
+			if err != nil {
+				msg = err.Error()
+			}
+			problems[s] = "cannot be resolved (" + msg + "); keeping the previous answer"
 			ips = prev[s]
 		}
 		if len(ips) > 0 {
@@ -123,6 +146,32 @@ func (o *Options) ResolveOnce(ctx context.Context, lookup LookupFunc, log logr.L
 		}
 	}
 	o.ntp.Store(&next)
+	o.report(problems, log)
+}
+
+// report logs each NTP entry's problem when it is new or changed, and that
+// an entry works again when its problem is gone: once per change, however
+// often the names are resolved.
+func (o *Options) report(problems map[string]string, log logr.Logger) {
+	o.reportMu.Lock()
+	defer o.reportMu.Unlock()
+	for s, msg := range problems {
+		if o.reported[s] != msg {
+			log.Error(nil, "NTP server "+msg, "ntp", s)
+		}
+	}
+	for s := range o.reported {
+		if _, still := problems[s]; !still {
+			log.Info("NTP server usable again (or removed from the pool)", "ntp", s)
+		}
+	}
+	o.reported = problems
+}
+
+// isDottedQuad is four dot-separated numbers that are no valid address
+// (999.1.1.1, 010.0.0.1): not a host name either, so never looked up.
+func isDottedQuad(s string) bool {
+	return strings.Count(s, ".") == 3 && strings.Trim(s, "0123456789.") == ""
 }
 
 // Handle is the CoreDHCP handler: it sets the pool's options on OFFERs and
@@ -232,7 +281,7 @@ func encode(p *poolwatch.Pool, ntp []net.IP) *encodedOptions {
 		// empty name and writes labels over 63 bytes with length bytes that
 		// read as compression pointers. Invalid names were reported when
 		// the pool was loaded (poolwatch) and are left out here.
-		if v, _ := wire.DomainSearch(p.DomainSearch); len(v) > 0 {
+		if v, _ := dnsname.SearchList(p.DomainSearch); len(v) > 0 {
 			add(dhcpv4.OptGeneric(dhcpv4.OptionDNSDomainSearchList, v), false, false)
 		}
 	}

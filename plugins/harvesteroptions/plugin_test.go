@@ -12,7 +12,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
-	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 	"github.com/vm-dhcp/vm-dhcp/plugins/internal/dhcptest"
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
@@ -181,7 +180,7 @@ func TestOptionsFollowThePoolLive(t *testing.T) {
 	if dns := before.DNS(); len(dns) == 0 || dns[0].String() == "9.9.9.9" {
 		t.Fatalf("dns %v before the change", dns)
 	}
-	ipp.Spec.IPv4Config.DNS = []v1alpha1.IPv4Address{"9.9.9.9"}
+	ipp.Spec.IPv4Config.DNS = []string{"9.9.9.9"}
 	ipp.Spec.IPv4Config.Routes = nil
 	p2, _ := poolwatch.FromIPPool(ipp)
 	current = p2

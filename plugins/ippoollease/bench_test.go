@@ -38,7 +38,7 @@ func BenchmarkChain(b *testing.B) {
 	cfg := &ipp.Spec.IPv4Config
 	cfg.CIDR, cfg.ServerIP, cfg.Router = "10.250.0.0/16", "10.250.0.1", "10.250.0.254"
 	cfg.Pool = v1alpha1.Pool{Start: "10.250.16.0", End: "10.250.31.255"}
-	cfg.DNS = []v1alpha1.IPv4Address{"10.250.0.53"}
+	cfg.DNS = []string{"10.250.0.53"}
 	cfg.DomainName, cfg.DomainSearch, cfg.NTP, cfg.MTU, cfg.Routes = nil, nil, nil, nil, nil
 	ipp.Status.IPv4.Allocated = map[string]string{}
 	macs := make([]net.HardwareAddr, 4096)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/internal/dnsname"
 	"github.com/vm-dhcp/vm-dhcp/plugins/internal/wire"
 )
 
@@ -114,7 +115,7 @@ func FromIPPool(ipp *v1alpha1.IPPool) (*Pool, error) {
 		p.DomainName = *cfg.DomainName
 	}
 	for _, d := range cfg.DomainSearch {
-		if err := wire.CheckDomainName(d); err != nil {
+		if err := dnsname.Check(d); err != nil {
 			errs = append(errs, fmt.Errorf("domainSearch: %w, left out of option 119", err))
 			continue
 		}

@@ -105,7 +105,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	path := filepath.Join(dir, "snapshot.json")
 	domain := "example.internal"
 	ipp := testPool(map[string]string{"192.168.100.10": "02:00:00:00:00:10"})
-	ipp.Spec.IPv4Config.DNS = []v1alpha1.IPv4Address{"192.168.100.53"}
+	ipp.Spec.IPv4Config.DNS = []string{"192.168.100.53"}
 	ipp.Spec.IPv4Config.DomainName = &domain
 	p, err := FromIPPool(ipp)
 	if err != nil {

@@ -37,6 +37,9 @@ type Watch struct {
 	synced       bool // the API server's view has been published
 	snapshotPath string
 	subscribers  []chan struct{}
+	// lastSkipped is the entries skipped in the last view from the API
+	// server, as logged ("" for none).
+	lastSkipped string
 }
 
 func newWatch(namespace, name string, log logr.Logger) *Watch {
@@ -107,17 +110,28 @@ func (w *Watch) UseSnapshot(path string) error {
 // not exist) and saves it to the snapshot.
 func (w *Watch) fromAPI(ipp *v1alpha1.IPPool) {
 	var p *Pool
+	var skipped string
 	if ipp == nil {
 		p = emptyPool(w.namespace, w.name)
 	} else {
 		var err error
 		p, err = FromIPPool(ipp)
 		if err != nil {
-			w.log.Error(err, "pool served with entries skipped")
+			skipped = err.Error()
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	// Every status write (each allocation) brings a new view: log skipped
+	// entries when they change, not once per view.
+	if skipped != w.lastSkipped {
+		if skipped != "" {
+			w.log.Error(errors.New(skipped), "pool served with entries skipped")
+		} else if ipp != nil {
+			w.log.Info("pool served with no entry skipped")
+		}
+		w.lastSkipped = skipped
+	}
 	w.synced = true
 	w.publishLocked(p)
 	if w.snapshotPath != "" {

@@ -128,6 +128,15 @@ func (g gen) ips(max int) []v1alpha1.IPv4Address {
 	return out
 }
 
+// addrs is ips as plain strings (spec.ipv4Config.dns is not typed as addresses).
+func (g gen) addrs(max int) []string {
+	var out []string
+	for _, a := range g.ips(max) {
+		out = append(out, string(a))
+	}
+	return out
+}
+
 func (g gen) strs(max int) []string {
 	var out []string
 	for range g.r.Intn(max + 1) {
@@ -142,7 +151,7 @@ func (g gen) ipPool(i int) *v1alpha1.IPPool {
 		Spec: v1alpha1.IPPoolSpec{NetworkName: g.network(), IPv4Config: v1alpha1.IPv4Config{
 			ServerIP: v1alpha1.IPv4Address(g.ip()), CIDR: g.cidr(), Router: v1alpha1.IPv4Address(g.ip()),
 			Pool: v1alpha1.Pool{Start: v1alpha1.IPv4Address(g.ip()), End: v1alpha1.IPv4Address(g.ip()), Exclude: g.ips(4)},
-			DNS:  g.ips(3), LeaseTime: g.intPtr(), MTU: g.intPtr(), DomainSearch: g.strs(3), NTP: g.strs(2),
+			DNS:  g.addrs(3), LeaseTime: g.intPtr(), MTU: g.intPtr(), DomainSearch: g.strs(3), NTP: g.strs(2),
 		}},
 	}
 	if g.r.Intn(2) == 0 {

@@ -39,7 +39,7 @@ func IPPool() *v1alpha1.IPPool {
 				CIDR:         "192.168.100.0/24",
 				Pool:         v1alpha1.Pool{Start: "192.168.100.10", End: "192.168.100.200"},
 				Router:       "192.168.100.1",
-				DNS:          []v1alpha1.IPv4Address{"192.168.100.53", "1.1.1.1"},
+				DNS:          []string{"192.168.100.53", "1.1.1.1"},
 				DomainName:   &domain,
 				DomainSearch: []string{"example.internal", "corp.example"},
 				NTP:          []string{"192.168.100.123", "ntp.example"},

@@ -111,17 +111,23 @@ func poolFor(name string, leaseTime int, allocated map[string]string) *v1alpha1.
 		Spec: v1alpha1.IPPoolSpec{
 			NetworkName: "default/" + name,
 			IPv4Config: v1alpha1.IPv4Config{
-				ServerIP:     "198.18.0.2",
-				CIDR:         "198.18.0.0/24",
-				Pool:         v1alpha1.Pool{Start: "198.18.0.10", End: "198.18.0.200"},
-				Router:       "198.18.0.1",
-				DNS:          []v1alpha1.IPv4Address{"198.18.0.53", "198.18.0.54"},
+				ServerIP: "198.18.0.2",
+				CIDR:     "198.18.0.0/24",
+				Pool:     v1alpha1.Pool{Start: "198.18.0.10", End: "198.18.0.200"},
+				Router:   "198.18.0.1",
+				// Each list also holds an entry Harvester's schema admits
+				// and no option can carry: the agent leaves it out (issue 14).
+				DNS:          []string{"198.18.0.53", "198.18.0.54", "dns.example"},
 				DomainName:   &domain,
-				DomainSearch: []string{"example.internal", "corp.example"},
-				NTP:          []string{"198.18.0.123", "localhost"}, // a host name, resolved by the agent
-				LeaseTime:    &leaseTime,
-				MTU:          &mtu,
-				Routes:       []v1alpha1.Route{{Destination: "10.10.0.0/16", Gateway: "198.18.0.254"}},
+				DomainSearch: []string{"example.internal", "corp.example", "bad_label.example"},
+				// A host name, resolved by the agent (not "localhost.": Go's
+				// resolver reads /etc/hosts only for names without the
+				// trailing dot, and the test's namespaces have no DNS;
+				// plugins/harvesteroptions tests a trailing-dot name).
+				NTP:       []string{"198.18.0.123", "localhost", "ntp_server"},
+				LeaseTime: &leaseTime,
+				MTU:       &mtu,
+				Routes:    []v1alpha1.Route{{Destination: "10.10.0.0/16", Gateway: "198.18.0.254"}},
 			},
 		},
 		Status: v1alpha1.IPPoolStatus{IPv4: &v1alpha1.IPv4Status{Allocated: allocated}},

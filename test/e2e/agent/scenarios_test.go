@@ -119,7 +119,7 @@ func TestDNSChangeReachesClientOnRenewal(t *testing.T) {
 	if err := cp.c.Get(ctx, client.ObjectKeyFromObject(ipp), ipp); err != nil {
 		t.Fatal(err)
 	}
-	ipp.Spec.IPv4Config.DNS = []v1alpha1.IPv4Address{"198.18.0.99"}
+	ipp.Spec.IPv4Config.DNS = []string{"198.18.0.99"}
 	if err := cp.c.Update(ctx, ipp); err != nil {
 		t.Fatalf("change DNS: %v", err)
 	}

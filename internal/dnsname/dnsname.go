@@ -1,4 +1,7 @@
-package wire
+// Package dnsname checks DNS names and encodes them as DHCP option 119, for
+// the agent (which sends them) and the webhook (which sizes and warns about
+// them): one encoder, so that what the webhook admits is what the agent sends.
+package dnsname
 
 import (
 	"fmt"
@@ -13,11 +16,11 @@ const (
 	MaxNameLen = 253
 )
 
-// CheckDomainName says why name cannot be sent in option 15 or 119, or nil.
+// Check says why name cannot be sent in option 15 or 119, or nil.
 // One trailing dot (the fully qualified form) is allowed; letters, digits
 // and hyphens only (RFC 1035 2.3.1, as relaxed by RFC 1123 for a leading
 // digit).
-func CheckDomainName(name string) error {
+func Check(name string) error {
 	n := strings.TrimSuffix(name, ".")
 	if n == "" {
 		return fmt.Errorf("%q is empty", name)
@@ -43,13 +46,13 @@ func CheckDomainName(name string) error {
 	return nil
 }
 
-// DomainSearch encodes names as option 119 (RFC 3397): each name as RFC
+// SearchList encodes names as option 119 (RFC 3397): each name as RFC
 // 1035 labels ending with the root, a suffix already written replaced by a
 // compression pointer (offsets count from the start of the option's data,
 // across RFC 3396 pieces). A trailing dot is the fully qualified form of
-// the same name, not an extra empty label. Names that CheckDomainName
+// the same name, not an extra empty label. Names that Check
 // refuses are left out and reported; the others are encoded.
-func DomainSearch(names []string) ([]byte, []error) {
+func SearchList(names []string) ([]byte, []error) {
 	var (
 		out  []byte
 		errs []error
@@ -57,7 +60,7 @@ func DomainSearch(names []string) ([]byte, []error) {
 		at = map[string]int{}
 	)
 	for _, name := range names {
-		if err := CheckDomainName(name); err != nil {
+		if err := Check(name); err != nil {
 			errs = append(errs, err)
 			continue
 		}
