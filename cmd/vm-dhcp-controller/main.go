@@ -3,12 +3,18 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -69,7 +75,7 @@ func run() error {
 		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
 		HealthProbeBindAddress:  *probeAddr,
 		LeaderElection:          *leaderElect,
-		LeaderElectionID:        "vm-dhcp-controller.network.harvesterhci.io",
+		LeaderElectionID:        leaseName,
 		LeaderElectionNamespace: *leaderNS,
 		// Step down fast on shutdown so a new replica takes over at once.
 		LeaderElectionReleaseOnCancel: true,
@@ -102,5 +108,44 @@ func run() error {
 	}); err != nil {
 		return fmt.Errorf("add readyz: %w", err)
 	}
-	return mgr.Start(ctrl.SetupSignalHandler())
+	err = mgr.Start(ctrl.SetupSignalHandler())
+	if *leaderElect {
+		// Start returns after the lease was released (ReleaseOnCancel).
+		if derr := deleteReleasedLease(cfg, *leaderNS); derr != nil {
+			fmt.Fprintln(os.Stderr, "vm-dhcp-controller: leave the leader lease:", derr)
+		}
+	}
+	return err
+}
+
+const leaseName = "vm-dhcp-controller.network.harvesterhci.io"
+
+// deleteReleasedLease deletes the leader Lease if no one holds it, so that
+// `helm uninstall` leaves nothing behind. The delete is conditional on the
+// resourceVersion read: if another replica acquires the lease in between
+// (a rolling update), its write changes the version and the delete fails
+// harmlessly instead of taking the lease from under the new leader.
+func deleteReleasedLease(cfg *rest.Config, namespace string) error {
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var lease coordinationv1.Lease
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: leaseName}, &lease); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if h := lease.Spec.HolderIdentity; h != nil && *h != "" {
+		return nil // held: another replica leads (or we did not release)
+	}
+	uid, rv := lease.UID, lease.ResourceVersion
+	err = c.Delete(ctx, &lease, client.Preconditions{UID: &uid, ResourceVersion: &rv})
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete Lease %s/%s: %w", namespace, leaseName, err)
+	}
+	return nil
 }

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -91,8 +93,10 @@ func TestBinaryServesHealthMetricsAndDebug(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(os.Interrupt)
+			_ = cmd.Wait()
+		}
 		if t.Failed() {
 			t.Logf("controller logs:\n%s", logs.String())
 		}
@@ -149,5 +153,22 @@ func TestBinaryServesHealthMetricsAndDebug(t *testing.T) {
 	}
 	if img := pod.Spec.Containers[0].Image; img != "agent:smoke" {
 		t.Errorf("agent image %s", img)
+	}
+
+	// It leads through a Lease, and a clean shutdown deletes it: `helm
+	// uninstall` must leave nothing behind.
+	leaseKey := client.ObjectKey{Namespace: "vm-dhcp-system", Name: "vm-dhcp-controller.network.harvesterhci.io"}
+	var lease coordinationv1.Lease
+	if err := c.Get(ctx, leaseKey, &lease); err != nil {
+		t.Fatalf("leader lease: %v", err)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("controller exit after SIGINT: %v", err)
+	}
+	if err := c.Get(ctx, leaseKey, &lease); !apierrors.IsNotFound(err) {
+		t.Errorf("leader lease after a clean shutdown: %v (holder %v), want it deleted", err, lease.Spec.HolderIdentity)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 
 	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
 	"github.com/vm-dhcp/vm-dhcp/test/e2e/vm"
@@ -531,6 +532,7 @@ func waitRenewAfter(t *testing.T, v *vm.VM, after time.Time, ip, consoleLog stri
 // does the namespace helm --create-namespace made.
 func leftovers(ctx context.Context) ([]string, error) {
 	cfg := cluster.RESTConfig()
+	cfg.WarningHandler = rest.NoWarnings{} // deprecated kinds (v1 Endpoints, ComponentStatus) are listed too
 	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		return nil, err
