@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# `make demo` / `make demo-down`: the whole system on this machine, built from
-# real parts (see docs/demo.md).
-#   hack/demo.sh up     build, start, apply the examples, show a VM's DHCP lease;
+# `make demo-local` / `make demo-local-down`: the whole system on this machine, built from
+# real parts, with local processes and a kubelet stand-in for agent pods
+# (see docs/demo-local.md; `make demo` runs it on a real node).
+#   hack/demo-local.sh up     build, start, apply the examples, show a VM's DHCP lease;
 #                       keeps running until Ctrl-C
-#   hack/demo.sh down   stop whatever a previous `up` left and remove it
-# Needs root (network namespaces) and Go. State lives in .demo/ (gitignored).
+#   hack/demo-local.sh down   stop whatever a previous `up` left and remove it
+# Needs root (network namespaces) and Go. State lives in .demo-local/ (gitignored).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-WORK="${VM_DHCP_DEMO_DIR:-$PWD/.demo}"
+WORK="${VM_DHCP_DEMO_DIR:-$PWD/.demo-local}"
 step() { echo "==> $*"; }
 
 case "${1:-}" in
 up)
   if [ "$(id -u)" != 0 ]; then
-    echo "demo: needs root (it creates network namespaces); try: sudo make demo" >&2
+    echo "demo: needs root (it creates network namespaces); try: sudo make demo-local" >&2
     exit 1
   fi
   step "system packages (udhcpc for the VM's DHCP client)"

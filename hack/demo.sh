@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# `make demo-node` / `make demo-node-down` (not yet run end to end; see docs/demo-node.md): the whole system on a real Kubernetes
-# cluster on this machine, built from real parts (see docs/demo-node.md).
+# `make demo` / `make demo-down`: the whole system on a real Kubernetes
+# cluster on this machine, built from real parts (see docs/demo.md).
 #   hack/demo.sh up     build, start the cluster (control plane + two real
-#                       kubelets), helm install the chart from images built
-#                       from build/, apply the examples, boot a real VM and
-#                       show its console; keeps running until Ctrl-C
-#   hack/demo.sh down   stop whatever a previous `up` left and remove it
+#                       kubelets with containerd), helm install the chart from
+#                       images built from build/, apply the examples, boot a
+#                       real VM and show its console; keeps running until
+#                       Ctrl-C or `make demo-down`
+#   hack/demo.sh down   stop a running `up` (from another terminal) or remove
+#                       whatever one that died left behind
 # Needs root (network namespace, containerd, kubelet) and Go. State lives in
 # .demo/ (gitignored).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-WORK="${VM_DHCP_DEMO_DIR:-$PWD/.demo-node}"
+WORK="${VM_DHCP_DEMO_DIR:-$PWD/.demo}"
 step() { echo "==> $*"; }
 
 case "${1:-}" in
@@ -26,7 +28,8 @@ up)
   export VMDHCP_VM_ARTIFACTS
   step "helm"
   hack/tools.sh helm >/dev/null
-  step "Kubernetes binaries (etcd, kube-apiserver, kubelet, ...; built once into the cache, ~25 min cold)"
+  step "Kubernetes binaries (etcd, kube-apiserver, kubelet, ...; built once into the cache, ~1 h cold on 2 cores)"
+  hack/envtest/setup.sh >/dev/null
   hack/envtest/node.sh >/dev/null
   step "building vm-dhcp-controller, vm-dhcp-webhook, vm-dhcp-agent into bin/"
   make --no-print-directory build
@@ -47,7 +50,6 @@ down)
     go run ./cmd/vm-dhcp-node down --workdir "$WORK"
   fi
   rm -rf "$WORK"
-  step "demo removed"
   ;;
 *)
   echo "usage: $0 up|down" >&2
