@@ -55,20 +55,20 @@ bench-dhcp: ## perfdhcp against the agent, CoreDHCP's file plugin and Kea (root,
 	bench/dhcp/run.sh --rounds 3
 
 .PHONY: demo
-demo: ## Local control plane, controller, webhook, an agent and a real DHCP client.
+demo: ## A real cluster here (kubelets, containerd, the chart's images via helm) and a QEMU VM whose console shows its lease (root).
 	@hack/demo.sh up
 
 .PHONY: demo-down
-demo-down: ## Stop the demo and remove everything it started.
+demo-down: ## Stop the demo (also from another terminal) and remove everything it started.
 	@hack/demo.sh down
 
-.PHONY: demo-node
-demo-node: ## Not yet verified end to end: the demo on a real node (kubelet, containerd, the chart's images, a QEMU VM).
-	@hack/demo-node.sh up
+.PHONY: demo-local
+demo-local: ## The quick demo: local control plane, controller and webhook as processes, a kubelet stand-in for the agent (seconds warm).
+	@hack/demo-local.sh up
 
-.PHONY: demo-node-down
-demo-node-down: ## Stop demo-node and remove everything it started.
-	@hack/demo-node.sh down
+.PHONY: demo-local-down
+demo-local-down: ## Stop demo-local and remove everything it started.
+	@hack/demo-local.sh down
 
 CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
 IMAGE_REGISTRY ?=

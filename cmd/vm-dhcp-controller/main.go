@@ -3,14 +3,21 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -36,6 +43,7 @@ func run() error {
 		agentValues    = flag.String("agent-values", "", "JSON/YAML file with resources, tolerations, priorityClassName, imagePullPolicy for the agent pods")
 		leaderElect    = flag.Bool("leader-elect", true, "elect a leader among replicas")
 		leaderNS       = flag.String("leader-election-namespace", "", "namespace of the leader election lease (default --namespace)")
+		leaseOwner     = flag.String("leader-election-owner", "", "ConfigMap in the lease's namespace that owns the leader election lease, so that deleting it (helm uninstall) deletes the lease; \"\" leaves the lease unowned")
 		metricsAddr    = flag.String("metrics-bind-address", ":8080", "address of /metrics and the debug endpoints /ipams/<ns>/<name>, /caches/<ns>/<name>; 0 disables")
 		probeAddr      = flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 		qps            = flag.Float64("kube-api-qps", 500, "client-side limit of requests per second to the apiserver (each allocation costs about two writes; the apiserver's priority and fairness still protects it)")
@@ -69,7 +77,7 @@ func run() error {
 		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
 		HealthProbeBindAddress:  *probeAddr,
 		LeaderElection:          *leaderElect,
-		LeaderElectionID:        "vm-dhcp-controller.network.harvesterhci.io",
+		LeaderElectionID:        leaseName,
 		LeaderElectionNamespace: *leaderNS,
 		// Step down fast on shutdown so a new replica takes over at once.
 		LeaderElectionReleaseOnCancel: true,
@@ -89,6 +97,14 @@ func run() error {
 	}); err != nil {
 		return err
 	}
+	if *leaderElect && *leaseOwner != "" {
+		// A leader-only runnable: it runs once this replica holds the lease.
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			return ownLease(ctx, mgr.GetAPIReader(), mgr.GetClient(), *leaderNS, *leaseOwner)
+		})); err != nil {
+			return fmt.Errorf("add lease owner: %w", err)
+		}
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add healthz: %w", err)
 	}
@@ -103,4 +119,50 @@ func run() error {
 		return fmt.Errorf("add readyz: %w", err)
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+const leaseName = "vm-dhcp-controller.network.harvesterhci.io"
+
+// ownLease makes the ConfigMap owner of the leader election Lease. Helm
+// deletes the ConfigMap on uninstall and the garbage collector the Lease with
+// it: the controller itself cannot, since by the time it shuts down Helm has
+// already deleted its RoleBinding. The Lease outlives rolling updates (the
+// ConfigMap stays). Retried until done or ctx ends.
+func ownLease(ctx context.Context, reader client.Reader, w client.Client, namespace, owner string) error {
+	log := ctrl.Log.WithName("lease-owner")
+	for {
+		err := setLeaseOwner(ctx, reader, w, namespace, owner)
+		if err == nil {
+			return nil
+		}
+		log.Error(err, "set the leader lease's owner; retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+func setLeaseOwner(ctx context.Context, reader client.Reader, w client.Client, namespace, owner string) error {
+	var cm corev1.ConfigMap
+	if err := reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: owner}, &cm); err != nil {
+		return fmt.Errorf("get ConfigMap %s/%s: %w", namespace, owner, err)
+	}
+	var lease coordinationv1.Lease
+	if err := reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: leaseName}, &lease); err != nil {
+		return fmt.Errorf("get Lease %s/%s: %w", namespace, leaseName, err)
+	}
+	for _, r := range lease.OwnerReferences {
+		if r.UID == cm.UID {
+			return nil
+		}
+	}
+	before := lease.DeepCopy()
+	lease.OwnerReferences = append(lease.OwnerReferences, metav1.OwnerReference{
+		APIVersion: "v1", Kind: "ConfigMap", Name: cm.Name, UID: cm.UID})
+	if err := w.Patch(ctx, &lease, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("set owner of Lease %s/%s: %w", namespace, leaseName, err)
+	}
+	return nil
 }

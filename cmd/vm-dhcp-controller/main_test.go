@@ -13,6 +13,7 @@ import (
 	"time"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -82,8 +83,14 @@ func TestBinaryServesHealthMetricsAndDebug(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The chart's ConfigMap that owns the leader Lease.
+	owner := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "vm-dhcp-system", Name: "vm-dhcp-agent-values"}}
+	if err := c.Create(ctx, owner); err != nil {
+		t.Fatal(err)
+	}
 	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
 	cmd := exec.Command(bin, "--kubeconfig", kcPath, "--namespace", "vm-dhcp-system", "--agent-image", "agent:smoke",
+		"--leader-election-owner", owner.Name,
 		"--metrics-bind-address", metricsAddr, "--health-probe-bind-address", probeAddr)
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -149,5 +156,18 @@ func TestBinaryServesHealthMetricsAndDebug(t *testing.T) {
 	}
 	if img := pod.Spec.Containers[0].Image; img != "agent:smoke" {
 		t.Errorf("agent image %s", img)
+	}
+	// The leader Lease is owned by the ConfigMap, so `helm uninstall`
+	// (which deletes the ConfigMap) leaves no Lease behind.
+	leaseKey := client.ObjectKey{Namespace: "vm-dhcp-system", Name: "vm-dhcp-controller.network.harvesterhci.io"}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		var lease coordinationv1.Lease
+		err := c.Get(ctx, leaseKey, &lease)
+		if err == nil && len(lease.OwnerReferences) == 1 && lease.OwnerReferences[0].UID == owner.UID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leader lease: %v, owners %+v, want the ConfigMap %s (uid %s)", err, lease.OwnerReferences, owner.Name, owner.UID)
+		}
 	}
 }

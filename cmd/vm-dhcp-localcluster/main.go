@@ -1,9 +1,9 @@
 // Command vm-dhcp-localcluster runs the project's local stand-in for a
-// cluster (package test/e2e/localcluster) for `make demo`:
+// cluster (package test/e2e/localcluster) for `make demo-local`:
 //
-//	vm-dhcp-localcluster up   [--workdir .demo] [--bin bin] [--helm PATH]
-//	vm-dhcp-localcluster down [--workdir .demo]
-//	vm-dhcp-localcluster dhcp [--workdir .demo] [--vm test-vm] [--iface eth0]
+//	vm-dhcp-localcluster up   [--workdir .demo-local] [--bin bin] [--helm PATH]
+//	vm-dhcp-localcluster down [--workdir .demo-local]
+//	vm-dhcp-localcluster dhcp [--workdir .demo-local] [--vm test-vm] [--iface eth0]
 //
 // `up` starts the control plane, the controller, the webhook and the
 // kubelet stand-in, applies the examples, boots the example VM's guest on
@@ -40,7 +40,7 @@ func main() {
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
-	workDir := fs.String("workdir", ".demo", "folder for the kubeconfig, logs and state")
+	workDir := fs.String("workdir", ".demo-local", "folder for the kubeconfig, logs and state")
 	binDir := fs.String("bin", "bin", "folder with vm-dhcp-controller, vm-dhcp-webhook and vm-dhcp-agent")
 	helm := fs.String("helm", "", "helm binary (default: helm from $PATH)")
 	examples := fs.String("examples", "examples", "folder with nad.yaml, harvester-ippool.yaml and vm.yaml")
@@ -87,7 +87,7 @@ func up(workDir, binDir, helm, chart, examples, namespace string, admin bool) er
 		helm = "helm"
 	}
 	if _, err := os.Stat(filepath.Join(workDir, "state")); err == nil {
-		return fmt.Errorf("a demo is already recorded in %s: run `make demo-down` first", workDir)
+		return fmt.Errorf("a demo is already recorded in %s: run `make demo-local-down` first", workDir)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -123,7 +123,7 @@ The demo is running. In another terminal:
   ip netns exec vmdhcp-demo-vm-test-vm ip -4 addr show eth0           # the address the VM configured
 
 Logs: %[1]s/logs/ (controller.log, webhook.log, kubelet.log, agent-*.log)
-Stop with Ctrl-C here, or run: make demo-down
+Stop with Ctrl-C here, or run: make demo-local-down
 `, workDir, namespace, controller.AgentConfigMapName(&v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "example"}}))
 	<-ctx.Done()
 	return nil

@@ -8,7 +8,8 @@
 //	vm-dhcp-node up   [--workdir .demo] [--bin bin]
 //	vm-dhcp-node down [--workdir .demo]
 //
-// `up` keeps everything running until Ctrl-C, then removes it all; `down`
+// `up` keeps everything running until Ctrl-C or SIGTERM, then removes it
+// all; `down` stops a running `up` (its pid is in the work folder) and
 // removes what an `up` that died left behind.
 package main
 
@@ -22,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,6 +36,10 @@ import (
 const netns = "vmdhcp-demo"
 
 const vmMAC = "22:37:37:82:93:7d" // examples/vm.yaml
+
+// renewEvery makes the guest renew while the demo runs, so its console shows
+// the agent answering (a real guest renews at T1, half its 300 s lease).
+const renewEvery = 30 * time.Second
 
 func main() {
 	if len(os.Args) < 2 {
@@ -55,6 +61,7 @@ func main() {
 	case "up":
 		err = up(*workDir, *binDir)
 	case "down":
+		stopRunning(*workDir)
 		node.Down(filepath.Join(*workDir, "cluster"), netns)
 		fmt.Println("==> demo cluster removed")
 	default:
@@ -80,10 +87,45 @@ func (p prefixed) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// pidFile holds the pid of a running `up`, for `down` from another terminal.
+func pidFile(workDir string) string { return filepath.Join(workDir, "vm-dhcp-node.pid") }
+
+// stopRunning asks a running `up` to stop (SIGTERM: it removes its cluster
+// itself) and waits until it has exited.
+func stopRunning(workDir string) {
+	b, err := os.ReadFile(pidFile(workDir))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return
+	}
+	// Only our own process: a stale pid may now be someone else's.
+	if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err != nil || !strings.Contains(string(cmdline), "vm-dhcp-node") {
+		return
+	}
+	step("stopping the running demo (pid %d)", pid)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return
+	}
+	for i := 0; i < 600; i++ {
+		if err := syscall.Kill(pid, 0); err != nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Fprintf(os.Stderr, "pid %d did not exit within 60s: removing its cluster anyway\n", pid)
+}
+
 func up(workDir, binDir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	t0 := time.Now()
+	if err := os.WriteFile(pidFile(workDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(pidFile(workDir))
 	tag, err := appVersion("charts/vm-dhcp-controller/Chart.yaml")
 	if err != nil {
 		return err
@@ -146,7 +188,8 @@ func up(workDir, binDir string) error {
 	}
 	step("a real VM: QEMU, MAC %s (the VirtualMachine's NIC), tap on the NAD's bridge mgmt-br; its console:", vmMAC)
 	consoleLog := filepath.Join(workDir, "cluster", "logs", "vm-console.log")
-	v, err := vm.Start(ctx, vm.Options{MAC: vmMAC, Netns: netns, Bridge: "mgmt-br", ConsoleLog: consoleLog})
+	v, err := vm.Start(ctx, vm.Options{MAC: vmMAC, Netns: netns, Bridge: "mgmt-br", ConsoleLog: consoleLog,
+		Console: prefixed{os.Stdout}, RenewEvery: renewEvery})
 	if err != nil {
 		return err
 	}
@@ -154,8 +197,6 @@ func up(workDir, binDir string) error {
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	lease, err := v.WaitLease(wctx)
-	console, _ := os.ReadFile(consoleLog)
-	_, _ = prefixed{os.Stdout}.Write(console)
 	if err != nil {
 		return fmt.Errorf("the VM got no lease: %w", err)
 	}

@@ -152,6 +152,10 @@ func (m *Manager) secretKey() client.ObjectKey {
 // are resolved by reading again.
 func (m *Manager) ensureSecret(ctx context.Context) (bundle, error) {
 	names := m.DNSNames()
+	owner, err := m.owner(ctx)
+	if err != nil {
+		return bundle{}, err
+	}
 	for attempt := 0; attempt < 5; attempt++ {
 		now := time.Now()
 		var s corev1.Secret
@@ -166,6 +170,9 @@ func (m *Manager) ensureSecret(ctx context.Context) (bundle, error) {
 					Labels: map[string]string{"app.kubernetes.io/name": "vm-dhcp-webhook"}},
 				Type: corev1.SecretTypeOpaque,
 				Data: b.data(),
+			}
+			if owner != nil {
+				s.OwnerReferences = []metav1.OwnerReference{*owner}
 			}
 			err = m.opts.Client.Create(ctx, &s)
 			if apierrors.IsAlreadyExists(err) {
@@ -182,8 +189,24 @@ func (m *Manager) ensureSecret(ctx context.Context) (bundle, error) {
 		}
 		b := bundleFrom(s.Data)
 		caOK, why := b.check(names, now)
-		if why == nil {
+		if why == nil && (owner == nil || ownedBy(&s, owner)) {
 			return b, nil
+		}
+		if why == nil {
+			// A Secret from before the owner reference (or a recreated
+			// configuration): adopt it, content unchanged.
+			s.OwnerReferences = append(s.OwnerReferences, *owner)
+			err = m.opts.Client.Update(ctx, &s)
+			if apierrors.IsConflict(err) {
+				continue
+			}
+			if err != nil {
+				return bundle{}, fmt.Errorf("set owner of Secret %s: %w", m.secretKey(), err)
+			}
+			return b, nil
+		}
+		if owner != nil && !ownedBy(&s, owner) {
+			s.OwnerReferences = append(s.OwnerReferences, *owner)
 		}
 		b, err = b.renew(names, caOK, m.opts.CALifetime, m.opts.CertLifetime, now)
 		if err != nil {
@@ -202,6 +225,33 @@ func (m *Manager) ensureSecret(ctx context.Context) (bundle, error) {
 		return b, nil
 	}
 	return bundle{}, fmt.Errorf("ensure Secret %s: too many conflicting writers", m.secretKey())
+}
+
+// owner is the reference that ties the Secret to the chart's
+// ValidatingWebhookConfiguration, so the garbage collector deletes the
+// Secret when `helm uninstall` deletes the configuration (Helm does not know
+// the Secret: the webhook made it). nil when the configuration does not
+// exist (a local run).
+func (m *Manager) owner(ctx context.Context) (*metav1.OwnerReference, error) {
+	var vwc admissionregv1.ValidatingWebhookConfiguration
+	err := m.opts.Client.Get(ctx, client.ObjectKey{Name: m.opts.WebhookConfigName}, &vwc)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get ValidatingWebhookConfiguration %s: %w", m.opts.WebhookConfigName, err)
+	}
+	return &metav1.OwnerReference{APIVersion: admissionregv1.SchemeGroupVersion.String(),
+		Kind: "ValidatingWebhookConfiguration", Name: vwc.Name, UID: vwc.UID}, nil
+}
+
+func ownedBy(s *corev1.Secret, owner *metav1.OwnerReference) bool {
+	for _, r := range s.OwnerReferences {
+		if r.UID == owner.UID {
+			return true
+		}
+	}
+	return false
 }
 
 // publishCA sets caBundle on every webhook of our two configurations. A

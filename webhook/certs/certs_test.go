@@ -161,6 +161,15 @@ func TestSelfManagedTLS(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKey{Name: "vm-dhcp-webhook"}, &mwc); err != nil {
 		t.Fatal(err)
 	}
+	// helm uninstall deletes the configuration; the garbage collector then
+	// deletes the Secret Helm never knew of.
+	var secret corev1.Secret
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "vm-dhcp-webhook-tls"}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	if refs := secret.OwnerReferences; len(refs) != 1 || refs[0].UID != vwc.UID || refs[0].Kind != "ValidatingWebhookConfiguration" {
+		t.Errorf("Secret owners %+v, want the ValidatingWebhookConfiguration %s (uid %s)", refs, vwc.Name, vwc.UID)
+	}
 	for _, cc := range []admissionregv1.WebhookClientConfig{vwc.Webhooks[0].ClientConfig, vwc.Webhooks[1].ClientConfig, mwc.Webhooks[0].ClientConfig} {
 		if !bytes.Equal(cc.CABundle, data[certs.KeyCA]) {
 			t.Errorf("caBundle of %s not the Secret's CA", *cc.URL)

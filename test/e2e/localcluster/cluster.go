@@ -5,7 +5,7 @@
 // run as local processes with the flags the chart's Deployments give them, a
 // kubelet stand-in that runs each agent pod the controller creates as the
 // real agent binary inside its own network namespace, and "VMs" that are
-// network namespaces running a real DHCP client. `make demo` and the e2e
+// network namespaces running a real DHCP client. `make demo-local` and the e2e
 // flow tests both use it.
 //
 // Network layout: one namespace (<prefix>net) holds a Linux bridge per VM

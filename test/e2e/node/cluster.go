@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -77,9 +78,12 @@ type Cluster struct {
 	clientset  *kubernetes.Clientset
 	cancel     context.CancelFunc
 
-	mu      sync.Mutex
-	control []*process
-	nodes   map[string]*Node
+	sysctls map[string]string // host values the kubelets overwrite, restored by Stop
+
+	mu       sync.Mutex
+	stopping bool
+	control  []*process
+	nodes    map[string]*Node
 }
 
 func (o *Options) defaults() error {
@@ -121,6 +125,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			c.Stop()
 		}
 	}()
+	// Down (or a sweep after a crash) finds the work folder from here.
+	if err := os.WriteFile(filepath.Join(c.runDir, "workdir"), []byte(opts.WorkDir), 0o644); err != nil {
+		return nil, err
+	}
+	c.sysctls = readSysctls()
 	fctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 
@@ -202,6 +211,39 @@ func (c *Cluster) startControl(name string, argv ...string) error {
 	return nil
 }
 
+// superviseControl starts a control-plane component and starts it again
+// whenever it exits, until Stop.
+func (c *Cluster) superviseControl(name string, argv ...string) error {
+	p, err := startProcess(name, c.opts.Netns, c.logPath(name), nil, argv...)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.control = append(c.control, p)
+	slot := len(c.control) - 1
+	c.mu.Unlock()
+	go func() {
+		for {
+			<-p.done
+			time.Sleep(time.Second)
+			c.mu.Lock()
+			if c.stopping {
+				c.mu.Unlock()
+				return
+			}
+			next, err := startProcess(name, c.opts.Netns, c.logPath(name), nil, argv...)
+			if err != nil {
+				c.mu.Unlock()
+				return
+			}
+			c.control[slot] = next
+			p = next
+			c.mu.Unlock()
+		}
+	}()
+	return nil
+}
+
 func (c *Cluster) bin(name string) string { return filepath.Join(c.opts.KubeBinDir, name) }
 
 func (c *Cluster) startControlPlane(ctx, fctx context.Context) error {
@@ -279,8 +321,10 @@ func (c *Cluster) startControlPlane(ctx, fctx context.Context) error {
 		return err
 	}
 	// One kube-proxy for the namespace: the nodes share it, so a second one
-	// would fight over the same iptables.
-	if err := c.startControl("kube-proxy", c.bin("kube-proxy"),
+	// would fight over the same iptables. It runs as the first node and
+	// exits when that Node object is deleted (a test removes a dead node);
+	// restarted like its DaemonSet would be, it goes on without it.
+	if err := c.superviseControl("kube-proxy", c.bin("kube-proxy"),
 		"--kubeconfig", c.inNSConfig, "--hostname-override", c.opts.Nodes[0], "--proxy-mode", "iptables",
 		"--cluster-cidr", clusterCIDR, "--conntrack-max-per-core", "0",
 		"--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249"); err != nil {
@@ -356,6 +400,7 @@ func (c *Cluster) Netns() string { return c.opts.Netns }
 // cgroups and runtime folders. Safe to call more than once.
 func (c *Cluster) Stop() {
 	c.mu.Lock()
+	c.stopping = true
 	nodes := c.nodes
 	c.nodes = map[string]*Node{}
 	control := c.control
@@ -377,6 +422,54 @@ func (c *Cluster) Stop() {
 		_ = run(context.Background(), "ip", "netns", "del", c.opts.Netns)
 	}
 	_ = os.RemoveAll(c.runDir)
+	restoreSysctls(c.sysctls)
+}
+
+// hostSysctls are the kernel tunables every kubelet sets on start (its
+// "kernel defaults"); they are the host's, not the namespace's, so Stop puts
+// the values from before the cluster back.
+var hostSysctls = []string{"vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"}
+
+func readSysctls() map[string]string {
+	m := map[string]string{}
+	for _, k := range hostSysctls {
+		if b, err := os.ReadFile(filepath.Join("/proc/sys", k)); err == nil {
+			m[k] = strings.TrimSpace(string(b))
+		}
+	}
+	return m
+}
+
+func restoreSysctls(m map[string]string) {
+	for k, v := range m {
+		_ = os.WriteFile(filepath.Join("/proc/sys", k), []byte(v), 0o644)
+	}
+}
+
+// SweepStale removes what clusters in namespaces named prefix+PID left
+// behind when their process (PID) died without Stop (SIGKILL, a go test
+// timeout): containers, mounts, cgroups, the namespace and its work folder.
+// It returns the work folders it removed.
+func SweepStale(prefix string) []string {
+	entries, _ := os.ReadDir(netnsDir)
+	var swept []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(strings.TrimPrefix(e.Name(), prefix))
+		if !strings.HasPrefix(e.Name(), prefix) || err != nil || pid <= 0 {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			continue // still running: someone else's cluster
+		}
+		b, _ := os.ReadFile(filepath.Join("/run", e.Name(), "workdir"))
+		workDir := strings.TrimSpace(string(b))
+		Down(workDir, e.Name())
+		if workDir != "" {
+			_ = os.RemoveAll(workDir)
+			swept = append(swept, workDir)
+		}
+	}
+	return swept
 }
 
 func tail(path string, n int64) string {
@@ -419,7 +512,9 @@ func Down(workDir, netns string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	runDir := filepath.Join("/run", netns)
-	unmountUnder(workDir)
+	if workDir != "" { // "" would be every mount of the host
+		unmountUnder(workDir)
+	}
 	unmountUnder(runDir)
 	for _, cg := range cgroups {
 		removeCgroup(cg)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,11 +25,30 @@ var (
 )
 
 const (
+	// netnsPrefix + PID names the cluster's network namespace; SweepStale
+	// finds dead runs' by it.
+	netnsPrefix   = "vmdn"
+	workDirPrefix = "vmdhcp-node-"
+
 	namespace = "vm-dhcp-system"
 	release   = "vm-dhcp"
 	tag1      = "e2e-1"
 	tag2      = "e2e-2"
 )
+
+// testStart is when the test binary started; -timeout counts from about then.
+var testStart = time.Now()
+
+// testTimeout is go test's -timeout (0: none).
+func testTimeout() time.Duration {
+	flag.Parse()
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if d, err := time.ParseDuration(f.Value.String()); err == nil {
+			return d
+		}
+	}
+	return 0
+}
 
 func TestMain(m *testing.M) {
 	code, err := setup(m)
@@ -40,10 +60,10 @@ func TestMain(m *testing.M) {
 }
 
 func setup(m *testing.M) (int, error) {
-	if os.Getenv("VM_DHCP_REAL_NODE") == "" {
-		// Not yet part of `make test`: the upgrade step has not passed end to
-		// end (issue 13 stays open). Run it with VM_DHCP_REAL_NODE=1.
-		fmt.Fprintln(os.Stderr, "real node: set VM_DHCP_REAL_NODE=1 to run (not yet in make test): skipped")
+	if os.Getenv("VM_DHCP_SKIP_REAL_NODE") != "" {
+		// For developers iterating on something else; `make test` and CI
+		// run it.
+		fmt.Fprintln(os.Stderr, "real node: VM_DHCP_SKIP_REAL_NODE is set: skipped")
 		return m.Run(), nil
 	}
 	if os.Geteuid() != 0 {
@@ -51,6 +71,14 @@ func setup(m *testing.M) (int, error) {
 		// `go test ./...`.
 		fmt.Fprintln(os.Stderr, "real node: needs root (network namespaces, containerd, kubelet): skipped")
 		return m.Run(), nil
+	}
+	// A run that died without its cleanup (SIGKILL, a crash) left a
+	// namespace, containers, mounts and cgroups: remove them first.
+	for _, dir := range SweepStale(netnsPrefix) {
+		fmt.Fprintf(os.Stderr, "real node: removed what a dead run left in %s\n", dir)
+		if parent := filepath.Dir(dir); strings.HasPrefix(filepath.Base(parent), workDirPrefix) {
+			os.RemoveAll(parent)
+		}
 	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
@@ -61,7 +89,7 @@ func setup(m *testing.M) (int, error) {
 	}
 	var err error
 	// Short: containerd's socket paths must stay under 108 bytes.
-	workDir, err = os.MkdirTemp("", "vmdhcp-node-")
+	workDir, err = os.MkdirTemp("", workDirPrefix)
 	if err != nil {
 		return 1, err
 	}
@@ -86,7 +114,7 @@ func setup(m *testing.M) (int, error) {
 		KubeBinDir: assets.KubeBinDir,
 		CNIBinDir:  assets.CNIBinDir,
 		Images:     assets.Images,
-		Netns:      fmt.Sprintf("vmdn%d", os.Getpid()),
+		Netns:      fmt.Sprintf("%s%d", netnsPrefix, os.Getpid()),
 		Nodes:      []string{"node-a", "node-b"},
 		// The example NAD is on the mgmt cluster network: agents may run
 		// only on nodes attached to it.
@@ -97,12 +125,25 @@ func setup(m *testing.M) (int, error) {
 		return 1, fmt.Errorf("start cluster: %w\n%s", err, progress)
 	}
 	defer cluster.Stop()
-	// Ctrl-C or a go test timeout signal still removes the cluster.
+	// Ctrl-C, SIGTERM, or the end of go test's -timeout (which panics
+	// without running deferred calls) still remove the cluster.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var watchdog <-chan time.Time
+	if d := testTimeout(); d > 5*time.Minute {
+		watchdog = time.After(time.Until(testStart.Add(d - 2*time.Minute)))
+	}
 	go func() {
-		<-sigs
+		select {
+		case <-sigs:
+			fmt.Fprintln(os.Stderr, "real node: signal: removing the cluster")
+		case <-watchdog:
+			fmt.Fprintf(os.Stderr, "real node: go test -timeout is 2 minutes away: removing the cluster\n--- cluster progress:\n%s\n", progress)
+		}
 		cluster.Stop()
+		if !keep {
+			os.RemoveAll(workDir)
+		}
 		os.Exit(1)
 	}()
 	fmt.Fprintf(os.Stderr, "real node: cluster with 2 nodes Ready %s after the start\n", time.Since(start).Round(time.Second))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +16,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 
 	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
 	"github.com/vm-dhcp/vm-dhcp/test/e2e/vm"
@@ -112,6 +118,9 @@ spec:
 				t.Fatalf("kubectl apply of a pool with a router outside its CIDR: err %v, output\n%s\nwant a denial by the admission webhook", err, out)
 			}
 			t.Logf("webhook: %s", strings.TrimSpace(out))
+			if _, err := kubectl(ctx, "get", "ippool", "-n", "default", "bad"); err == nil {
+				t.Fatal("the refused pool was stored anyway")
+			}
 		}},
 		{"an IPPool on a bridge NAD: agent pod scheduled; attached by the CNI; Ready", func(t *testing.T) {
 			nad, err := nadWithoutVLAN(filepath.Join(root, "examples", "nad.yaml"), workDir) // kubectl splits -f on commas: not t.TempDir()
@@ -169,6 +178,23 @@ spec:
 			if n := agentACKs(t, agent.Name); n < 1 {
 				t.Fatalf("the new agent %s sent %d ACKs", agent.Name, n)
 			}
+			// The node stays dead: remove it as an operator would (kubectl
+			// delete node), so kube-controller-manager's pod GC deletes the
+			// pods still bound to it (the Deployments' replicas there never
+			// finish terminating otherwise, and helm uninstall would leave them).
+			if out, err := kubectl(ctx, "delete", "node", old.Spec.NodeName); err != nil {
+				t.Fatalf("delete the dead node: %v\n%s", err, out)
+			}
+			eventually(t, 3*time.Minute, "pods of the dead node garbage-collected", func() error {
+				pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + old.Spec.NodeName})
+				if err != nil {
+					return err
+				}
+				if n := len(pods.Items); n > 0 {
+					return fmt.Errorf("%d pods still on %s", n, old.Spec.NodeName)
+				}
+				return nil
+			})
 		}},
 		{"helm upgrade to a new tag rolls controller, webhook and agent; the guest keeps its lease", func(t *testing.T) {
 			// Only this step's events count: during the node failure the VM's
@@ -188,8 +214,10 @@ spec:
 				assertDeploymentOn(t, dep, tag2)
 			}
 			var agent *corev1.Pod
-			eventually(t, 3*time.Minute, "agent on the new image", func() error {
-				agent = readyAgent(t, "", 10*time.Second)
+			eventually(t, 3*time.Minute, "agent Ready on the new image", func() (err error) {
+				if agent, err = findReadyAgent(""); err != nil {
+					return err
+				}
 				if img := agent.Spec.Containers[0].Image; img != ImageRef("agent", tag2) && !strings.HasSuffix(img, "vm-dhcp-agent:"+tag2) {
 					return fmt.Errorf("agent image %s", img)
 				}
@@ -208,58 +236,29 @@ spec:
 			}
 		}},
 		{"helm uninstall removes what the chart and the controller created", func(t *testing.T) {
-			if out, err := kubectl(ctx, "delete", "-f", filepath.Join(root, "examples", "vm.yaml"), "-f", filepath.Join(root, "examples", "harvester-ippool.yaml"), "--wait=true", "--timeout=120s"); err != nil {
-				t.Fatalf("delete the examples: %v\n%s", err, out)
+			// The VM first: the webhook refuses to delete a pool while a
+			// VMNetCfg (which the controller removes after the VM) uses it.
+			if out, err := kubectl(ctx, "delete", "-f", filepath.Join(root, "examples", "vm.yaml"), "--wait=true", "--timeout=120s"); err != nil {
+				t.Fatalf("delete the example VM: %v\n%s", err, out)
+			}
+			eventually(t, 2*time.Minute, "the VM's VMNetCfg removed by the controller", func() error {
+				out, err := kubectl(ctx, "get", "vmnetcfg", "-n", "default", "-o", "name")
+				if err != nil || strings.TrimSpace(out) != "" {
+					return fmt.Errorf("%v: %s", err, out)
+				}
+				return nil
+			})
+			if out, err := kubectl(ctx, "delete", "-f", filepath.Join(root, "examples", "harvester-ippool.yaml"), "--wait=true", "--timeout=120s"); err != nil {
+				t.Fatalf("delete the example pool: %v\n%s", err, out)
 			}
 			out, err := helm(ctx, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "3m")
 			if err != nil {
 				t.Fatalf("helm uninstall: %v\n%s", err, out)
 			}
-			eventually(t, 2*time.Minute, "nothing left in "+namespace, func() error {
-				var left []string
-				pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+			eventually(t, 2*time.Minute, "nothing of the release left", func() error {
+				left, err := leftovers(ctx)
 				if err != nil {
 					return err
-				}
-				for _, p := range pods.Items {
-					left = append(left, "pod/"+p.Name)
-				}
-				cms, err := cs.CoreV1().ConfigMaps(namespace).List(ctx, metav1.ListOptions{})
-				if err != nil {
-					return err
-				}
-				for _, c := range cms.Items {
-					if c.Name != "kube-root-ca.crt" {
-						left = append(left, "configmap/"+c.Name)
-					}
-				}
-				secrets, err := cs.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{})
-				if err != nil {
-					return err
-				}
-				for _, s := range secrets.Items {
-					left = append(left, "secret/"+s.Name)
-				}
-				vwc, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
-				if err != nil {
-					return err
-				}
-				for _, w := range vwc.Items {
-					left = append(left, "validatingwebhookconfiguration/"+w.Name)
-				}
-				mwc, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
-				if err != nil {
-					return err
-				}
-				for _, w := range mwc.Items {
-					left = append(left, "mutatingwebhookconfiguration/"+w.Name)
-				}
-				crbs, err := cs.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + release})
-				if err != nil {
-					return err
-				}
-				for _, b := range crbs.Items {
-					left = append(left, "clusterrolebinding/"+b.Name)
 				}
 				if len(left) > 0 {
 					return fmt.Errorf("left: %s", strings.Join(left, ", "))
@@ -351,22 +350,34 @@ func assertDeploymentOn(t *testing.T, dep *appsv1.Deployment, tag string) {
 func readyAgent(t *testing.T, notOn string, timeout time.Duration) *corev1.Pod {
 	t.Helper()
 	var agent *corev1.Pod
-	eventually(t, timeout, "agent pod Ready", func() error {
-		pods := podsOf(t, agentLabel)
-		for i := range pods {
-			p := &pods[i]
-			if p.Spec.NodeName != "" && p.Spec.NodeName != notOn && podReady(p) {
-				agent = p
-				return nil
-			}
+	eventually(t, timeout, "agent pod Ready", func() (err error) {
+		agent, err = findReadyAgent(notOn)
+		if err != nil {
+			return fmt.Errorf("%w\n%s", err, describe(context.Background()))
 		}
-		var s []string
-		for _, p := range pods {
-			s = append(s, fmt.Sprintf("%s on %q phase %s", p.Name, p.Spec.NodeName, p.Status.Phase))
-		}
-		return fmt.Errorf("agents: %v\n%s", s, describe(context.Background()))
+		return nil
 	})
 	return agent
+}
+
+// findReadyAgent is the example pool's agent pod if one is Ready on a node
+// other than notOn, else an error saying what the agent pods are doing. It
+// never fails the test, so callers can wait on their own condition (e.g. the
+// upgrade's image) around it.
+func findReadyAgent(notOn string) (*corev1.Pod, error) {
+	list, err := cluster.Clientset().CoreV1().Pods(namespace).List(context.Background(), metav1.ListOptions{LabelSelector: agentLabel})
+	if err != nil {
+		return nil, fmt.Errorf("list agent pods: %w", err)
+	}
+	var s []string
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.DeletionTimestamp == nil && p.Spec.NodeName != "" && p.Spec.NodeName != notOn && podReady(p) {
+			return p, nil
+		}
+		s = append(s, fmt.Sprintf("%s on %q phase %s ready %v terminating %v", p.Name, p.Spec.NodeName, p.Status.Phase, podReady(p), p.DeletionTimestamp != nil))
+	}
+	return nil, fmt.Errorf("no Ready agent pod (not on %q): %v", notOn, s)
 }
 
 // assertAgentPod checks what the node did with the controller's pod spec:
@@ -510,4 +521,80 @@ func waitRenewAfter(t *testing.T, v *vm.VM, after time.Time, ip, consoleLog stri
 		t.Fatalf("renewal %q: want %s from %s", ev.Line, ip, poolServer)
 	}
 	return ev
+}
+
+// leftovers lists every object of every listable resource type the apiserver
+// serves that the release or its controller may have made: everything in the
+// release's namespace except what Kubernetes puts in every namespace
+// (ServiceAccount default, ConfigMap kube-root-ca.crt, events), every object
+// of the project's API group anywhere, and cluster-scoped objects named or
+// labelled after the release. CRDs stay (Helm never deletes them), and so
+// does the namespace helm --create-namespace made.
+func leftovers(ctx context.Context) ([]string, error) {
+	cfg := cluster.RESTConfig()
+	cfg.WarningHandler = rest.NoWarnings{} // deprecated kinds (v1 Endpoints, ComponentStatus) are listed too
+	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	lists, err := disc.ServerPreferredResources()
+	if err != nil {
+		return nil, fmt.Errorf("discovery: %w", err)
+	}
+	var left []string
+	for _, l := range lists {
+		gv, err := schema.ParseGroupVersion(l.GroupVersion)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range l.APIResources {
+			if !slices.Contains(r.Verbs, "list") || strings.Contains(r.Name, "/") || r.Name == "events" {
+				continue
+			}
+			res := dyn.Resource(gv.WithResource(r.Name))
+			ours := gv.Group == "network.harvesterhci.io"
+			var items []unstructured.Unstructured
+			switch {
+			case r.Namespaced && ours:
+				list, err := res.List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return nil, fmt.Errorf("list %s: %w", r.Name, err)
+				}
+				items = list.Items
+			case r.Namespaced:
+				list, err := res.Namespace(namespace).List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return nil, fmt.Errorf("list %s in %s: %w", r.Name, namespace, err)
+				}
+				items = list.Items
+			case r.Name == "customresourcedefinitions" || r.Name == "namespaces":
+				continue
+			default:
+				list, err := res.List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return nil, fmt.Errorf("list %s: %w", r.Name, err)
+				}
+				for _, o := range list.Items {
+					if strings.Contains(o.GetName(), release) || o.GetLabels()["app.kubernetes.io/instance"] == release {
+						items = append(items, o)
+					}
+				}
+			}
+			for _, o := range items {
+				if (r.Name == "serviceaccounts" && o.GetName() == "default") || (r.Name == "configmaps" && o.GetName() == "kube-root-ca.crt") {
+					continue
+				}
+				name := r.Name + "/" + o.GetName()
+				if o.GetNamespace() != "" {
+					name = o.GetNamespace() + "/" + name
+				}
+				left = append(left, name)
+			}
+		}
+	}
+	return left, nil
 }
