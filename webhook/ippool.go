@@ -63,6 +63,7 @@ func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1
 		// that passed validation is safe (and meaningful) to load.
 		if old != nil && len(es) == 0 {
 			es = append(es, strandedAllocations(old, pool)...)
+			es = append(es, strandedAllocationsV6(old, pool)...)
 		}
 		return es, nil
 	default:
@@ -103,6 +104,9 @@ func rangeFitsStatus(pool *v1alpha1.IPPool) FieldErrors {
 func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 	var es FieldErrors
 	checkNetworkName(&es, "spec.networkName", pool.Network())
+	if !pool.HasIPv4() { // IPv6-only pool
+		return append(es, validateIPPoolV6(pool, opts)...)
+	}
 	c := pool.Spec.IPv4Config
 
 	cidr, cidrOK := parseIPv4Prefix(c.CIDR)
@@ -233,6 +237,7 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 		}
 		checkHostIn(&es, field+".gateway", string(r.Gateway), cidr, cidrOK)
 	}
+	es = append(es, validateIPPoolV6(pool, opts)...)
 	return append(es, validateWireLimits(pool)...)
 }
 
