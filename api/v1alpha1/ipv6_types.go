@@ -21,7 +21,9 @@ type IPv6Config struct {
 
 	// CIDR is the IPv6 prefix of the network, typically a /64, e.g. fd00:100::/64.
 	// +kubebuilder:validation:MaxLength=43
-	// +kubebuilder:validation:XValidation:rule="isCIDR(self) && cidr(self).ip().family() == 6",message="spec.ipv6Config.cidr must be an IPv6 prefix such as fd00:100::/64"
+	// A pattern, not isCIDR()/cidr() (Kubernetes 1.31+): the chart installs on
+	// 1.30. The webhook parses the prefix and checks its length and host bits.
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9a-fA-F:]*:[0-9a-fA-F:.]*/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8])$')",message="spec.ipv6Config.cidr must be an IPv6 prefix such as fd00:100::/64"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv6Config.cidr is immutable"
 	CIDR string `json:"cidr"`
 
