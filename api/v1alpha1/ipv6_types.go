@@ -54,6 +54,40 @@ type IPv6Config struct {
 	// ValidLifetime of the addresses in seconds; at least the preferred lifetime.
 	// +optional
 	ValidLifetime *int `json:"validLifetime,omitempty"`
+
+	// RouterAdvertisements makes the pool's agent send router advertisements
+	// on a network that has no router of its own: guests start DHCPv6 only
+	// when an RA carries the managed flag. Off by default.
+	// +optional
+	RouterAdvertisements *RouterAdvertisements `json:"routerAdvertisements,omitempty"`
+}
+
+// RouterAdvertisements configures the agent's router advertisements (RFC
+// 4861 6.2): managed and other-configuration flags set, the pool's prefix
+// on-link without SLAAC (addresses come from DHCPv6), router lifetime 0 (the
+// agent forwards nothing, so it never becomes a default router).
+type RouterAdvertisements struct {
+	// Enabled turns the agent's router advertisements on.
+	Enabled bool `json:"enabled"`
+
+	// Interval is the longest time between unsolicited advertisements in
+	// seconds (RFC 4861 MaxRtrAdvInterval, 4-1800; default 200). Router
+	// solicitations are answered at once (at most one per 3 seconds).
+	// +optional
+	// +kubebuilder:validation:Minimum=4
+	// +kubebuilder:validation:Maximum=1800
+	Interval *int32 `json:"interval,omitempty"`
+}
+
+// DefaultRAInterval is RouterAdvertisements.Interval when unset, in seconds.
+const DefaultRAInterval = 200
+
+// RAInterval returns the interval between unsolicited advertisements.
+func (r *RouterAdvertisements) RAInterval() int32 {
+	if r == nil || r.Interval == nil {
+		return DefaultRAInterval
+	}
+	return *r.Interval
 }
 
 // IPv6Pool is the range of IPv6 addresses a pool hands out.

@@ -57,6 +57,7 @@ var configTemplate = template.Must(template.New("config.yaml").Parse(`{{ if .Ser
     - server_id: LL {{ .ServerDUID }}
     - harvester-options: {{ .PoolNamespace }}/{{ .PoolName }}{{ with .Kubeconfig }} kubeconfig={{ . }}{{ end }}
     - ippool-lease: {{ .PoolNamespace }}/{{ .PoolName }} snapshot={{ .SnapshotPath }}{{ with .Kubeconfig }} kubeconfig={{ . }}{{ end }}
+    - router-advertisement: {{ .PoolNamespace }}/{{ .PoolName }} interface={{ .Interface }}{{ with .Kubeconfig }} kubeconfig={{ . }}{{ end }}
 {{ end }}`))
 
 // Render returns the CoreDHCP config file for p. Empty Interface and

@@ -17,6 +17,7 @@ func TestRenderDualStackAndIPv6Only(t *testing.T) {
     - server_id: LL ` + duid + `
     - harvester-options: default/example
     - ippool-lease: default/example snapshot=/var/lib/vm-dhcp/snapshot.json
+    - router-advertisement: default/example interface=eth1
 `
 	v4, err := Render(Params{ServerIP: "192.168.100.2", PoolNamespace: "default", PoolName: "example"})
 	if err != nil {

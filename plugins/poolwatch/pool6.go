@@ -21,6 +21,10 @@ type Pool6 struct {
 	NTP               []string // IPv6 addresses or host names, as written in the spec
 	PreferredLifetime time.Duration
 	ValidLifetime     time.Duration
+	// SendRA: the agent sends router advertisements for Prefix, at most
+	// RAInterval apart (spec.ipv6Config.routerAdvertisements).
+	SendRA     bool
+	RAInterval time.Duration
 
 	// Leases maps a hardware address (raw bytes as a string) to its address.
 	Leases map[string]netip.Addr
@@ -96,6 +100,14 @@ func FromIPPool6(ipp *v1alpha1.IPPool) (*Pool6, error) {
 		pref, valid = v1alpha1.DefaultPreferredLifetime, v1alpha1.DefaultValidLifetime
 	}
 	p.PreferredLifetime, p.ValidLifetime = time.Duration(pref)*time.Second, time.Duration(valid)*time.Second
+	if ra := cfg.RouterAdvertisements; ra != nil && ra.Enabled {
+		p.SendRA = true
+		p.RAInterval = time.Duration(ra.RAInterval()) * time.Second
+		if p.RAInterval < 4*time.Second || p.RAInterval > 1800*time.Second {
+			errs = append(errs, fmt.Errorf("ipv6 routerAdvertisements.interval %s: out of range 4-1800 s, using %d s", p.RAInterval, v1alpha1.DefaultRAInterval))
+			p.RAInterval = v1alpha1.DefaultRAInterval * time.Second
+		}
+	}
 
 	if ipp.Status.IPv6 != nil {
 		// Lowest address first, so a MAC listed twice resolves the same way

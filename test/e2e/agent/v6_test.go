@@ -80,7 +80,8 @@ func writeAgentConfig6(t *testing.T, l *link, pool, kubeconfig, snapshot string)
     - server_id: LL 02:00:00:00:aa:01
     - harvester-options: default/%s kubeconfig=%s
     - ippool-lease: default/%s snapshot=%s kubeconfig=%s
-`, l.srvIf, pool, kubeconfig, pool, snapshot, kubeconfig)
+    - router-advertisement: default/%s interface=%s kubeconfig=%s
+`, l.srvIf, pool, kubeconfig, pool, snapshot, kubeconfig, pool, l.srvIf, kubeconfig)
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
