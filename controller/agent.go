@@ -3,7 +3,6 @@ package controller
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
@@ -59,6 +58,7 @@ func generatedConfig(pool *v1alpha1.IPPool) (string, error) {
 		PoolNamespace: pool.Namespace,
 		PoolName:      pool.Name,
 		SnapshotPath:  agentconfig.DefaultSnapshotPath,
+		ServerDUID:    serverDUID(pool),
 	})
 }
 
@@ -69,9 +69,9 @@ func (o AgentOptions) desiredPod(pool *v1alpha1.IPPool, configHash string, nad *
 	if err != nil {
 		return nil, err
 	}
-	prefix, err := netip.ParsePrefix(pool.Spec.IPv4Config.CIDR)
+	addrArgs, err := agentAddressArgs(pool)
 	if err != nil {
-		return nil, fmt.Errorf("agent for %s/%s: cidr %q: %w", pool.Namespace, pool.Name, pool.Spec.IPv4Config.CIDR, err)
+		return nil, err
 	}
 	multus, err := json.Marshal([]map[string]string{{"namespace": nsName, "name": nadName, "interface": AgentInterface}})
 	if err != nil {
@@ -112,11 +112,10 @@ func (o AgentOptions) desiredPod(pool *v1alpha1.IPPool, configHash string, nad *
 				Name:            AgentContainer,
 				Image:           image,
 				ImagePullPolicy: o.Values.ImagePullPolicy,
-				Args: []string{
+				Args: append([]string{
 					"--conf", ConfigMountPath + "/" + ConfigKey,
 					"--health-addr", fmt.Sprintf(":%d", AgentHealthPort),
-					"--interface-address", fmt.Sprintf("%s=%s/%d", AgentInterface, pool.Spec.IPv4Config.ServerIP, prefix.Bits()),
-				},
+				}, addrArgs...),
 				Ports:          []corev1.ContainerPort{{Name: "health", ContainerPort: AgentHealthPort, Protocol: corev1.ProtocolTCP}},
 				LivenessProbe:  probe("/healthz"),
 				ReadinessProbe: probe("/readyz"),

@@ -71,19 +71,23 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (int, error) {
 	released := 0
 	for i := range pools.Items {
 		p := &pools.Items[i]
-		orphans := Orphans(p, owned)
-		if len(orphans) == 0 || !p.DeletionTimestamp.IsZero() {
+		orphans, orphans6 := Orphans(p, owned), Orphans6(p, owned)
+		if len(orphans)+len(orphans6) == 0 || !p.DeletionTimestamp.IsZero() {
 			continue
 		}
 		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 		var freed []string
-		err := s.Store.Do(ctx, key, func(_ *v1alpha1.IPPool, am *ipam.Pool) error {
+		err := s.Store.DoDual(ctx, key, func(_ *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
 			freed = freed[:0] // the op is applied again after a write conflict
 			for _, o := range orphans {
+				if am == nil { // IPv6-only pool: no IPv4 entries to release
+					break
+				}
 				if am.ReleaseExact(o.IP, o.MAC, o.Owner) {
 					freed = append(freed, o.IP+"="+o.MAC)
 				}
 			}
+			freed = append(freed, releaseOrphans6(am6, orphans6)...)
 			return nil
 		})
 		if err != nil {

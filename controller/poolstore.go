@@ -55,6 +55,7 @@ type PoolOp func(pool *v1alpha1.IPPool, am *ipam.Pool) error
 
 type pendingOp struct {
 	apply PoolOp
+	dual  DualOp // set instead of apply by DoDual
 	// allocates: the op may grow the status; it is refused (not applied)
 	// while the status is too large, so the releases of its batch go on.
 	allocates bool
@@ -107,6 +108,7 @@ type poolState struct {
 	// Read by the debug endpoints and lookups; written by the pool's goroutine.
 	mu    sync.RWMutex
 	am    *ipam.Pool
+	am6   *ipam.Pool6      // nil when the pool has no spec.ipv6Config
 	obj   *v1alpha1.IPPool // the pool as last read or written
 	stale bool             // am/obj must be re-read before the next batch
 
@@ -274,16 +276,9 @@ func (s *PoolStore) reload(ctx context.Context, ps *poolState) error {
 		}
 		return fmt.Errorf("load pool %s: %w", ps.key, err)
 	}
-	am, dropped, err := buildIPAM(fresh, s.now)
+	am, am6, dropped, err := s.buildIPAMs(ps.key, fresh)
 	if err != nil {
-		return fmt.Errorf("build IPAM of pool %s: %w", ps.key, err)
-	}
-	for _, c := range dropped {
-		// Kept out of the IPAM's allocations, and so out of the next status
-		// write (quarantined for its MAC instead): the entry cannot be
-		// honoured (e.g. the address is now excluded). Reported on the pool
-		// with that write, and its VMNetCfg is allocated again (OnDropped).
-		s.log.Info("recorded allocation dropped", "ippool", ps.key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
+		return err
 	}
 	ps.mu.Lock()
 	if len(dropped) > 0 {
@@ -291,7 +286,7 @@ func (s *PoolStore) reload(ctx context.Context, ps *poolState) error {
 	} else if ps.obj != nil && ps.obj.Generation != fresh.Generation {
 		ps.dropped, ps.clearDropped = nil, true
 	}
-	ps.am, ps.obj, ps.stale = am, fresh, false
+	ps.am, ps.am6, ps.obj, ps.stale = am, am6, fresh, false
 	ps.mu.Unlock()
 	return nil
 }
@@ -439,9 +434,9 @@ func (s *PoolStore) commit(ctx context.Context, ps *poolState, batch []*pendingO
 				results[i] = fmt.Errorf("pool %s: %w", ps.key, ErrStatusTooLarge)
 				continue
 			}
-			results[i] = p.apply(obj, ps.am)
+			results[i] = p.run(obj, ps)
 		}
-		fillIPv4(obj, ps.am)
+		fillPoolStatus(obj, ps.am, ps.am6)
 		dropped := ps.dropped
 		s.statusConditions(obj, ps, degraded)
 		unchanged := equality.Semantic.DeepEqual(obj.Status, ps.obj.Status)

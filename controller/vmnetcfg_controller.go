@@ -105,7 +105,7 @@ func (r *VMNetCfgReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	for _, nc := range vnc.Spec.NetworkConfigs {
 		k := nicKey{normalizeNetwork(nc.NetworkName, vnc.Namespace), ipam.NormalizeMAC(nc.MACAddress)}
 		st := v1alpha1.NetworkConfigStatus{NetworkName: nc.NetworkName, MACAddress: nc.MACAddress,
-			AllocatedIPAddress: prev[k].AllocatedIPAddress, State: v1alpha1.StatePending}
+			AllocatedIPAddress: prev[k].AllocatedIPAddress, AllocatedIPv6Address: prev[k].AllocatedIPv6Address, State: v1alpha1.StatePending}
 		why, msg, note, err := r.allocate(ctx, vnc, k, nc, &st)
 		if err != nil {
 			return ctrl.Result{}, err
@@ -166,7 +166,7 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 		return "", "", "", err
 	}
 	if pool == nil {
-		st.AllocatedIPAddress = ""
+		st.AllocatedIPAddress, st.AllocatedIPv6Address = "", ""
 		return ReasonNoIPPool, fmt.Sprintf("network %s has no IPPool", k.network), "", nil
 	}
 	poolKey := types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}
@@ -176,10 +176,11 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 		// handed to anyone else and comes back on unpause); the NIC is
 		// Pending. Unless the pool no longer records it (a spec change
 		// while paused dropped it): then the NIC must not show it.
-		ip, found, err := r.lookup(ctx, poolKey, k.mac)
+		ip, ip6, found, err := r.lookup(ctx, poolKey, k.mac)
 		if err != nil {
 			return "", "", "", err
 		}
+		st.AllocatedIPv6Address = ip6
 		if prev != "" && (!found || ip != prev) {
 			st.AllocatedIPAddress = ""
 			msg := fmt.Sprintf("address %s of %s was dropped from ippool %s; a new one is allocated when the NIC and the pool are unpaused", prev, nc.MACAddress, poolKey)
@@ -203,10 +204,17 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 		want = string(*nc.IPAddress)
 	}
 	var g ipam.Grant
-	err = r.Store.DoAllocate(ctx, poolKey, AllocateOp(k.mac, ownerToken(vnc.UID), want, &g))
-	switch {
-	case err == nil:
-		st.AllocatedIPAddress, st.State = g.IP, v1alpha1.StateAllocated
+	var ip6 string
+	err = r.Store.DoDualAllocate(ctx, poolKey, AllocateDualOp(k.mac, ownerToken(vnc.UID), want, wantIPv6(nc), &g, &ip6))
+	if !errors.Is(err, ErrStatusTooLarge) {
+		// The op ran: ip6 is what the pool now records for this NIC ("" when
+		// that half failed or the MAC is another VMNetCfg's).
+		st.AllocatedIPv6Address = ip6
+	}
+	// A family that succeeded is reported even when the other failed.
+	note := ""
+	if g.IP != "" {
+		st.AllocatedIPAddress = g.IP
 		if g.Early != nil {
 			msg := fmt.Sprintf("ippool %s has no other free address: gave %s to %s, released by %s at %s, before the lease time passed",
 				poolKey, g.IP, nc.MACAddress, g.Early.MAC, g.Early.At.UTC().Format(time.RFC3339))
@@ -215,18 +223,21 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 		}
 		if prev != "" && prev != g.IP && want != g.IP {
 			// The pool no longer had the address this NIC showed.
-			note := fmt.Sprintf("address %s of %s was dropped from ippool %s; allocated %s", prev, nc.MACAddress, poolKey, g.IP)
+			note = fmt.Sprintf("address %s of %s was dropped from ippool %s; allocated %s", prev, nc.MACAddress, poolKey, g.IP)
 			r.Recorder.Eventf(vnc, nil, corev1.EventTypeWarning, ReasonAllocationDropped, "Allocate", note)
-			return "", "", note, nil
 		}
-		return "", "", "", nil
+	}
+	switch {
+	case err == nil:
+		st.AllocatedIPAddress, st.State = g.IP, v1alpha1.StateAllocated
+		return "", "", note, nil
 	case errors.Is(err, ipam.ErrExhausted):
 		return ReasonPoolExhausted, fmt.Sprintf("ippool %s has no free address for %s", poolKey, nc.MACAddress), "", nil
 	case errors.Is(err, ipam.ErrHeldByOther):
 		return ReasonMACHeldByOther, fmt.Sprintf("ippool %s: %v (another VirtualMachineNetworkConfig with this MAC, maybe one being deleted)", poolKey, err), "", nil
 	case errors.Is(err, ErrStatusTooLarge):
 		return ReasonStatusFull, fmt.Sprintf("ippool %s: %v", poolKey, err), "", nil
-	case errors.Is(err, ipam.ErrAllocated), errors.Is(err, ipam.ErrUnavailable), errors.Is(err, ipam.ErrOutsidePool):
+	case errors.Is(err, ipam.ErrAllocated), errors.Is(err, ipam.ErrUnavailable), errors.Is(err, ipam.ErrOutsidePool), errors.Is(err, ErrNoFamily):
 		return ReasonAddressTaken, fmt.Sprintf("requested address for %s in ippool %s: %v", nc.MACAddress, poolKey, err), "", nil
 	case errors.Is(err, ipam.ErrInvalidConfig), errors.Is(err, ErrPoolGone):
 		return ReasonAllocationFailed, fmt.Sprintf("ippool %s cannot allocate: %v", poolKey, err), "", nil
@@ -235,30 +246,27 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 	}
 }
 
-// lookup returns the address the pool records for mac. A pool that is gone
-// or cannot build its IPAM records nothing.
-func (r *VMNetCfgReconciler) lookup(ctx context.Context, poolKey types.NamespacedName, mac string) (string, bool, error) {
-	var ip string
-	var found bool
-	err := r.Store.Do(ctx, poolKey, func(_ *v1alpha1.IPPool, am *ipam.Pool) error {
-		ip, found = am.Lookup(mac)
-		return nil
-	})
+// lookup returns the addresses the pool records for mac, and whether it
+// records an IPv4 one. A pool that is gone or cannot build its IPAM records
+// nothing.
+func (r *VMNetCfgReconciler) lookup(ctx context.Context, poolKey types.NamespacedName, mac string) (string, string, bool, error) {
+	var ip, ip6 string
+	err := r.Store.DoDual(ctx, poolKey, lookupDualOp(mac, &ip, &ip6))
 	if errors.Is(err, ErrPoolGone) || errors.Is(err, ipam.ErrInvalidConfig) {
-		return "", false, nil
+		return "", "", false, nil
 	}
-	return ip, found, err
+	return ip, ip6, ip != "", err
 }
 
-// release frees the address a NIC holds for owner (the VMNetCfg's UID) in
-// its network's pool; one its MAC holds for another VMNetCfg is left alone.
-// A network without a pool has nothing to release.
+// release frees the addresses a NIC holds for owner (the VMNetCfg's UID) in
+// its network's pool; one its MAC holds for another VMNetCfg is left alone
+// (ReleaseDualOp). A network without a pool has nothing to release.
 func (r *VMNetCfgReconciler) release(ctx context.Context, k nicKey, owner string) error {
 	pool, err := networkOwner(ctx, r.Client, k.network)
 	if err != nil || pool == nil {
 		return err
 	}
-	err = r.Store.Do(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}, ReleaseOp(k.mac, owner))
+	err = r.Store.DoDual(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}, ReleaseDualOp(k.mac, owner))
 	if errors.Is(err, ErrPoolGone) || errors.Is(err, ipam.ErrInvalidConfig) {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // setInterfaceAddress applies IFACE=IP/PREFIX: the address is added to the
@@ -17,8 +18,8 @@ func setInterfaceAddress(spec string) error {
 		return fmt.Errorf("--interface-address %q: want IFACE=IP/PREFIX", spec)
 	}
 	pfx, err := netip.ParsePrefix(cidr)
-	if err != nil || !pfx.Addr().Is4() {
-		return fmt.Errorf("--interface-address %q: %q is not an IPv4 IP/PREFIX", spec, cidr)
+	if err != nil || pfx.Addr().Is4In6() || pfx.Addr().Zone() != "" {
+		return fmt.Errorf("--interface-address %q: %q is not an IPv4 or IPv6 IP/PREFIX", spec, cidr)
 	}
 	link, err := netlink.LinkByName(iface)
 	if err != nil {
@@ -27,6 +28,11 @@ func setInterfaceAddress(spec string) error {
 	addr, err := netlink.ParseAddr(pfx.String())
 	if err != nil {
 		return fmt.Errorf("--interface-address %q: %w", spec, err)
+	}
+	if pfx.Addr().Is6() {
+		// Usable at once: the pool's server address is the agent's alone,
+		// and DHCPv6 replies must not wait for duplicate address detection.
+		addr.Flags |= unix.IFA_F_NODAD
 	}
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("set %s on %s: %w", pfx, iface, err)

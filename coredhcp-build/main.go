@@ -45,6 +45,7 @@ import (
 	"github.com/vm-dhcp/vm-dhcp/plugins/harvesteroptions"
 	"github.com/vm-dhcp/vm-dhcp/plugins/ippoollease"
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
+	"github.com/vm-dhcp/vm-dhcp/plugins/routeradv"
 )
 
 // desiredPlugins are CoreDHCP's core plugins that build without cgo, and ours.
@@ -65,6 +66,7 @@ var desiredPlugins = []*plugins.Plugin{
 	&pl_staticroute.Plugin,
 	&harvesteroptions.Plugin,
 	&ippoollease.Plugin,
+	&routeradv.Plugin,
 }
 
 var logLevels = map[string]logrus.Level{

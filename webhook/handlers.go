@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 
 	"github.com/go-logr/logr"
@@ -49,7 +50,7 @@ func (h Handlers) mutateIPPool(_ context.Context, req admission.Request) admissi
 	if err := h.Decoder.Decode(req, &pool); err != nil {
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decode IPPool: %w", err))
 	}
-	filled := DefaultIPPool(&pool)
+	filled := append(DefaultIPPool(&pool), DefaultIPPoolV6(&pool)...)
 	if len(filled) == 0 {
 		return admission.Allowed("nothing to fill")
 	}
@@ -68,6 +69,9 @@ func (h Handlers) mutateIPPool(_ context.Context, req admission.Request) admissi
 		ipv4Path + ".pool.end":   {"spec", "ipv4Config", "pool", "end"},
 		ipv4Path + ".serverIP":   {"spec", "ipv4Config", "serverIP"},
 	}
+	values6, keys6 := defaultPathsV6(&pool)
+	maps.Copy(values, values6)
+	maps.Copy(keys, keys6)
 	for _, f := range filled {
 		setNested(raw, values[f], keys[f]...)
 	}

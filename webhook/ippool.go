@@ -69,6 +69,7 @@ func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1
 			// Loaded by the IPAM, which refuses any config it cannot hold
 			// (as it must for what the controller reads from etcd).
 			es = strandedAllocations(old, pool)
+			es = append(es, strandedAllocationsV6(old, pool)...)
 		}
 		return es, nil
 	default:
@@ -109,6 +110,9 @@ func rangeFitsStatus(pool *v1alpha1.IPPool) FieldErrors {
 func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 	var es FieldErrors
 	checkNetworkName(&es, "spec.networkName", pool.Network())
+	if !pool.HasIPv4() { // IPv6-only pool
+		return append(es, validateIPPoolV6(pool, opts)...)
+	}
 	c := pool.Spec.IPv4Config
 
 	cidr, cidrOK := parseIPv4Prefix(c.CIDR)
@@ -217,6 +221,7 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 		}
 		checkHostIn(&es, field+".gateway", string(r.Gateway), cidr, cidrOK)
 	}
+	es = append(es, validateIPPoolV6(pool, opts)...)
 	return append(es, validateWireLimits(pool)...)
 }
 

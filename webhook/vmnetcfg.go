@@ -82,6 +82,11 @@ func validateVMNetCfgSpec(ctx context.Context, lk Lookup, cfg *v1alpha1.VirtualM
 			return nil, err
 		}
 		es = append(es, more...)
+		more, err = checkIPv6Request(ctx, lk, base, nc)
+		if err != nil {
+			return nil, err
+		}
+		es = append(es, more...)
 	}
 	return es, nil
 }
@@ -125,6 +130,10 @@ func checkNetworkConfig(ctx context.Context, lk Lookup, cfg *v1alpha1.VirtualMac
 func checkRequestedIP(es *FieldErrors, field, ip string, pool *v1alpha1.IPPool) {
 	c := pool.Spec.IPv4Config
 	poolName := pool.Namespace + "/" + pool.Name
+	if !pool.HasIPv4() {
+		es.add(field, ip, "cannot be given: IPPool %s is IPv6-only (no spec.ipv4Config)", poolName)
+		return
+	}
 	switch ip {
 	case string(c.ServerIP):
 		es.add(field, ip, "is the server IP of IPPool %s", poolName)

@@ -62,7 +62,12 @@ type IPPool struct {
 // IPPoolSpec is what the user asks of a pool.
 type IPPoolSpec struct {
 	// IPv4Config is the subnet, the range and the DHCP options of the pool.
-	IPv4Config IPv4Config `json:"ipv4Config,omitempty"`
+	IPv4Config IPv4Config `json:"ipv4Config,omitempty,omitzero"`
+
+	// IPv6Config is the IPv6 half of a dual-stack pool, or the only half of
+	// an IPv6-only one (ipv4Config is then left out: omitzero above).
+	// +optional
+	IPv6Config *IPv6Config `json:"ipv6Config,omitempty"`
 
 	// NetworkName is the NetworkAttachmentDefinition the pool serves, as namespace/name.
 	// +kubebuilder:validation:MaxLength=64
@@ -177,6 +182,9 @@ type IPPoolStatus struct {
 
 	// +optional
 	IPv4 *IPv4Status `json:"ipv4,omitempty"`
+
+	// +optional
+	IPv6 *IPv6Status `json:"ipv6,omitempty"`
 
 	// +optional
 	AgentPodRef *PodReference `json:"agentPodRef,omitempty"`

@@ -81,6 +81,11 @@ type NetworkConfig struct {
 	// IPAddress asks for this address; empty means any free one.
 	// +optional
 	IPAddress *IPv4Address `json:"ipAddress,omitempty"`
+
+	// IPv6Address asks for this IPv6 address in a dual-stack pool; empty
+	// means any free one.
+	// +optional
+	IPv6Address *IPv6Address `json:"ipv6Address,omitempty"`
 }
 
 // VirtualMachineNetworkConfigStatus reports the address of each NIC.
@@ -97,6 +102,10 @@ type NetworkConfigStatus struct {
 	MACAddress         string             `json:"macAddress,omitempty"`
 	NetworkName        string             `json:"networkName,omitempty"`
 	State              NetworkConfigState `json:"state,omitempty"`
+
+	// AllocatedIPv6Address is the NIC's address in the pool's IPv6 half.
+	// +optional
+	AllocatedIPv6Address string `json:"allocatedIPv6Address,omitempty"`
 }
 
 // +kubebuilder:object:root=true

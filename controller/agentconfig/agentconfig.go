@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"text/template"
@@ -32,20 +33,32 @@ type Params struct {
 	SnapshotPath string
 	// Kubeconfig, when set, is passed to the plugins (outside a cluster only).
 	Kubeconfig string
+	// ServerDUID, when set, adds a server6 section (DHCPv6 for the pool's
+	// spec.ipv6Config) whose server identifier is DUID-LL of this MAC.
+	// ServerIP may then be empty: an IPv6-only pool has no server4.
+	ServerDUID string
 }
 
 // The plugin arguments are split on white space by CoreDHCP, so every value
 // must be a single token: the template does no quoting and relies on this.
 var token = regexp.MustCompile(`^[A-Za-z0-9._/:@+=-]+$`)
 
-var configTemplate = template.Must(template.New("config.yaml").Parse(`server4:
+var configTemplate = template.Must(template.New("config.yaml").Parse(`{{ if .ServerIP }}server4:
   listen:
     - "%{{ .Interface }}"
   plugins:
     - server_id: {{ .ServerIP }}
     - harvester-options: {{ .PoolNamespace }}/{{ .PoolName }}{{ with .Kubeconfig }} kubeconfig={{ . }}{{ end }}
     - ippool-lease: {{ .PoolNamespace }}/{{ .PoolName }} snapshot={{ .SnapshotPath }}{{ with .Kubeconfig }} kubeconfig={{ . }}{{ end }}
-`))
+{{ end }}{{ if .ServerDUID }}server6:
+  listen:
+    - "[ff02::1:2%{{ .Interface }}]:547"
+  plugins:
+    - server_id: LL {{ .ServerDUID }}
+    - harvester-options: {{ .PoolNamespace }}/{{ .PoolName }}{{ with .Kubeconfig }} kubeconfig={{ . }}{{ end }}
+    - ippool-lease: {{ .PoolNamespace }}/{{ .PoolName }} snapshot={{ .SnapshotPath }}{{ with .Kubeconfig }} kubeconfig={{ . }}{{ end }}
+    - router-advertisement: {{ .PoolNamespace }}/{{ .PoolName }} interface={{ .Interface }}{{ with .Kubeconfig }} kubeconfig={{ . }}{{ end }}
+{{ end }}`))
 
 // Render returns the CoreDHCP config file for p. Empty Interface and
 // SnapshotPath take their defaults.
@@ -56,7 +69,12 @@ func Render(p Params) (string, error) {
 	if p.SnapshotPath == "" {
 		p.SnapshotPath = DefaultSnapshotPath
 	}
-	if a, err := netip.ParseAddr(p.ServerIP); err != nil || !a.Is4() {
+	if p.ServerDUID != "" {
+		if hw, err := net.ParseMAC(p.ServerDUID); err != nil || len(hw) != 6 || hw.String() != p.ServerDUID {
+			return "", fmt.Errorf("render agent config for %s/%s: server DUID %q is not a lower-case MAC", p.PoolNamespace, p.PoolName, p.ServerDUID)
+		}
+	}
+	if a, err := netip.ParseAddr(p.ServerIP); (err != nil || !a.Is4()) && (p.ServerIP != "" || p.ServerDUID == "") {
 		return "", fmt.Errorf("render agent config for %s/%s: server IP %q is not an IPv4 address", p.PoolNamespace, p.PoolName, p.ServerIP)
 	}
 	for _, f := range []struct{ name, value string }{

@@ -34,7 +34,7 @@ const Name = "harvester-options"
 const NTPRefresh = 5 * time.Minute
 
 // Plugin registers harvester-options with CoreDHCP.
-var Plugin = plugins.Plugin{Name: Name, Setup4: setup4}
+var Plugin = plugins.Plugin{Name: Name, Setup4: setup4, Setup6: setup6}
 
 func setup4(args ...string) (handler.Handler4, error) {
 	return Setup(poolwatch.Default, args...)

@@ -24,7 +24,7 @@ import (
 const Name = "ippool-lease"
 
 // Plugin registers ippool-lease with CoreDHCP.
-var Plugin = plugins.Plugin{Name: Name, Setup4: setup4}
+var Plugin = plugins.Plugin{Name: Name, Setup4: setup4, Setup6: setup6}
 
 func setup4(args ...string) (handler.Handler4, error) {
 	return Setup(poolwatch.Default, args...)

@@ -56,6 +56,9 @@ type Pool struct {
 
 	// source is what the view was built from, kept to write the snapshot.
 	source *v1alpha1.IPPool
+
+	// v6 is the IPv6 half, built from source on first use (pool6.go).
+	v6 *v6View
 }
 
 // Lease returns the address allocated to hw, if any.
@@ -69,7 +72,7 @@ func (p *Pool) Lease(hw net.HardwareAddr) (netip.Addr, bool) {
 
 // emptyPool is what is served when the IPPool does not exist: nothing.
 func emptyPool(namespace, name string) *Pool {
-	return &Pool{Namespace: namespace, Name: name, Leases: map[string]netip.Addr{}}
+	return &Pool{Namespace: namespace, Name: name, Leases: map[string]netip.Addr{}, v6: &v6View{}}
 }
 
 // FromIPPool builds a Pool from an IPPool. Entries it cannot use (a bad

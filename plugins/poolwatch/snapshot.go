@@ -27,6 +27,9 @@ type snapshotFile struct {
 	Exists          bool                `json:"exists"`
 	IPv4Config      v1alpha1.IPv4Config `json:"ipv4Config"`
 	Allocated       map[string]string   `json:"allocated,omitempty"`
+	// The IPv6 half, absent for IPv4-only pools (older files read the same).
+	IPv6Config *v1alpha1.IPv6Config `json:"ipv6Config,omitempty"`
+	Allocated6 map[string]string    `json:"allocated6,omitempty"`
 }
 
 // WriteSnapshot writes p to path atomically: a temporary file in the same
@@ -40,6 +43,10 @@ func WriteSnapshot(path string, p *Pool, now time.Time) error {
 		f.IPv4Config = p.source.Spec.IPv4Config
 		if p.source.Status.IPv4 != nil {
 			f.Allocated = p.source.Status.IPv4.Allocated
+		}
+		f.IPv6Config = p.source.Spec.IPv6Config
+		if p.source.Status.IPv6 != nil {
+			f.Allocated6 = p.source.Status.IPv6.Allocated
 		}
 	}
 	data, err := json.Marshal(&f)
@@ -94,8 +101,11 @@ func ReadSnapshot(path, namespace, name string) (*Pool, time.Time, error) {
 	}
 	ipp := &v1alpha1.IPPool{
 		ObjectMeta: metav1.ObjectMeta{Namespace: f.Namespace, Name: f.Name, ResourceVersion: f.ResourceVersion},
-		Spec:       v1alpha1.IPPoolSpec{IPv4Config: f.IPv4Config},
+		Spec:       v1alpha1.IPPoolSpec{IPv4Config: f.IPv4Config, IPv6Config: f.IPv6Config},
 		Status:     v1alpha1.IPPoolStatus{IPv4: &v1alpha1.IPv4Status{Allocated: f.Allocated}},
+	}
+	if f.IPv6Config != nil {
+		ipp.Status.IPv6 = &v1alpha1.IPv6Status{Allocated: f.Allocated6}
 	}
 	p, err := FromIPPool(ipp)
 	p.FromSnapshot = true

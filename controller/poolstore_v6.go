@@ -1,0 +1,204 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
+)
+
+// ErrNoFamily is returned for an address asked of a family the pool does not
+// have (an IPv6 address in an IPv4-only pool, or the reverse).
+var ErrNoFamily = errors.New("the ippool has no such address family")
+
+// DualOp changes both halves of a pool in one status write: am is nil for an
+// IPv6-only pool, am6 nil for an IPv4-only one. Like a PoolOp, a family
+// whose change fails must be left as the op found it; the other family may
+// still change (a NIC keeps its IPv4 address when the IPv6 range is full).
+type DualOp func(pool *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error
+
+// DoDual queues op like Do and waits until it is durably in the IPPool status.
+func (s *PoolStore) DoDual(ctx context.Context, key types.NamespacedName, op DualOp) error {
+	return s.do(ctx, key, &pendingOp{dual: op})
+}
+
+// DoDualAllocate is DoAllocate for a DualOp: while the pool's status is too
+// large it fails with ErrStatusTooLarge without being applied (neither half).
+func (s *PoolStore) DoDualAllocate(ctx context.Context, key types.NamespacedName, op DualOp) error {
+	return s.do(ctx, key, &pendingOp{dual: op, allocates: true})
+}
+
+// run applies one queued operation on the pool's IPAMs.
+func (p *pendingOp) run(obj *v1alpha1.IPPool, ps *poolState) error {
+	if p.dual == nil {
+		return p.apply(obj, ps.am)
+	}
+	am := ps.am
+	if !obj.HasIPv4() {
+		am = nil // ps.am is the placeholder of an IPv6-only pool
+	}
+	return p.dual(obj, am, ps.am6)
+}
+
+// noIPv4 is the IPv4 IPAM of an IPv6-only pool: one address, excluded, so
+// that the IPv4 operations (which expect an IPAM) find nothing to give or
+// release. Its status is never written (fillIPv4 is skipped).
+func noIPv4() *ipam.Pool {
+	am, err := ipam.New(ipam.Config{CIDR: "0.0.0.0/32", Start: "0.0.0.0", End: "0.0.0.0", Exclude: []string{"0.0.0.0"}})
+	if err != nil {
+		panic(fmt.Sprintf("placeholder IPv4 IPAM: %v", err))
+	}
+	return am
+}
+
+// buildIPAMs builds both halves of a pool's IPAM from its spec and restores
+// the allocations of its status: for IPv4 also their owners and the
+// quarantined addresses. It returns the recorded IPv4 allocations it could
+// not keep (reported and reallocated by the store); IPv6 ones are logged
+// and dropped.
+func (s *PoolStore) buildIPAMs(key types.NamespacedName, pool *v1alpha1.IPPool) (*ipam.Pool, *ipam.Pool6, []ipam.Conflict, error) {
+	am := noIPv4()
+	var dropped []ipam.Conflict
+	if pool.HasIPv4() {
+		var err error
+		if am, dropped, err = buildIPAM(pool, s.now); err != nil {
+			return nil, nil, nil, fmt.Errorf("build IPAM of pool %s: %w", key, err)
+		}
+		for _, c := range dropped {
+			// Kept out of the IPAM's allocations, and so out of the next
+			// status write (quarantined for its MAC instead): the entry
+			// cannot be honoured (e.g. the address is now excluded).
+			// Reported on the pool with that write, and its VMNetCfg is
+			// allocated again (OnDropped).
+			s.log.Info("recorded allocation dropped", "ippool", key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
+		}
+	}
+	if !pool.HasIPv6() {
+		return am, nil, dropped, nil
+	}
+	am6, err := ipam.New6(ipamConfig6(pool.Spec.IPv6Config))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("build IPv6 IPAM of pool %s: %w", key, err)
+	}
+	if pool.Status.IPv6 != nil {
+		for _, c := range am6.Restore(pool.Status.IPv6.Allocated) {
+			s.log.Info("recorded IPv6 allocation dropped", "ippool", key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
+		}
+	}
+	return am, am6, dropped, nil
+}
+
+// fillPoolStatus writes both halves' allocations, marks and counts into the
+// status. An IPv4-only pool's status is exactly what fillIPv4 made before
+// the IPv6 half existed.
+func fillPoolStatus(pool *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) {
+	if pool.HasIPv4() {
+		fillIPv4(pool, am)
+	}
+	if am6 == nil {
+		pool.Status.IPv6 = nil
+		return
+	}
+	pool.Status.IPv6 = &v1alpha1.IPv6Status{Allocated: am6.Allocated(), Used: am6.Used(), Available: am6.Available()}
+}
+
+func ipamConfig6(c *v1alpha1.IPv6Config) ipam.Config6 {
+	ex := make([]string, 0, len(c.Pool.Exclude))
+	for _, e := range c.Pool.Exclude {
+		ex = append(ex, string(e))
+	}
+	return ipam.Config6{CIDR: c.CIDR, Start: string(c.Pool.Start), End: string(c.Pool.End), ServerIP: string(c.ServerIP), Exclude: ex}
+}
+
+// AllocateDualOp gives mac an address in each half of the pool for owner
+// (the VMNetCfg's UID), with the rules of AllocateOp per family: the
+// requested one, else the one recorded, else the lowest free. A family that
+// fails keeps nothing for mac (as the op found it) and its error is
+// returned, joined with the other's. The IPv6 half records no owner (see
+// docs/dual-stack.md): when the IPv4 half refuses mac because it holds an
+// address for another owner, the IPv6 half is not touched either, so this
+// NIC is not shown the other VMNetCfg's IPv6 address. Run it with
+// DoDualAllocate.
+func AllocateDualOp(mac, owner, want4, want6 string, got4 *ipam.Grant, got6 *string) DualOp {
+	return func(pool *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
+		*got4, *got6 = ipam.Grant{}, ""
+		var err4, err6 error
+		switch {
+		case am != nil:
+			err4 = AllocateOp(mac, owner, want4, got4)(pool, am)
+		case want4 != "":
+			err4 = fmt.Errorf("allocate %s for %s: %w (IPv6-only)", want4, mac, ErrNoFamily)
+		}
+		switch {
+		case errors.Is(err4, ipam.ErrHeldByOther):
+		case am6 != nil && want6 != "":
+			if err6 = am6.AllocateIP(want6, mac); err6 == nil {
+				*got6, _ = am6.Lookup(mac)
+			}
+		case am6 != nil:
+			*got6, err6 = am6.Allocate(mac)
+		case want6 != "":
+			err6 = fmt.Errorf("allocate %s for %s: %w (no spec.ipv6Config)", want6, mac, ErrNoFamily)
+		}
+		return errors.Join(err4, err6)
+	}
+}
+
+// ReleaseDualOp frees the addresses mac holds for owner. The IPv4 one is
+// released only if held for owner (ReleaseOp). The IPv6 half records no
+// owner: its address is kept when the IPv4 half shows that mac holds an
+// address for another VMNetCfg, and released otherwise.
+func ReleaseDualOp(mac, owner string) DualOp {
+	return func(_ *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
+		if am != nil {
+			if _, err := am.ReleaseFor(mac, owner); errors.Is(err, ipam.ErrHeldByOther) {
+				return nil
+			} else if err != nil {
+				return err
+			}
+		}
+		if am6 != nil {
+			am6.ReleaseMAC(mac)
+		}
+		return nil
+	}
+}
+
+// lookupDualOp finds the addresses mac holds in each half.
+func lookupDualOp(mac string, got4, got6 *string) DualOp {
+	return func(_ *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
+		*got4, *got6 = "", ""
+		if am != nil {
+			*got4, _ = am.Lookup(mac)
+		}
+		if am6 != nil {
+			*got6, _ = am6.Lookup(mac)
+		}
+		return nil
+	}
+}
+
+// IPAM6 returns the IPv6 half of the pool's IPAM if loaded (read only).
+func (s *PoolStore) IPAM6(key types.NamespacedName) (*ipam.Pool6, bool) {
+	s.mu.Lock()
+	ps := s.pools[key]
+	s.mu.Unlock()
+	if ps == nil {
+		return nil, false
+	}
+	ps.mu.RLock()
+	defer ps.mu.RUnlock()
+	return ps.am6, ps.am6 != nil
+}
+
+// wantIPv6 is the IPv6 address a NIC asks for, or "".
+func wantIPv6(nc v1alpha1.NetworkConfig) string {
+	if nc.IPv6Address == nil {
+		return ""
+	}
+	return string(*nc.IPv6Address)
+}
