@@ -29,11 +29,8 @@ func dhcpcdAuto(t *testing.T, l *link, dir string, timeout int) error {
 	if err := os.WriteFile(conf, []byte("duid ll\noption dhcp6_name_servers, dhcp6_domain_search\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	hadDUID := fileExists("/var/lib/dhcpcd/duid")
+	freshDHCPcdDUID(t)
 	t.Cleanup(func() {
-		if !hadDUID {
-			_ = os.Remove("/var/lib/dhcpcd/duid")
-		}
 		_ = os.Remove("/var/lib/dhcpcd/" + l.cliIf + ".lease6")
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(timeout+15)*time.Second)

@@ -160,23 +160,40 @@ var dhcpcd6 = func(t *testing.T, l *link, dir string) error {
 	if err := os.WriteFile(conf, []byte("duid ll\nnoipv6rs\nia_na\noption dhcp6_name_servers, dhcp6_domain_search\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	hadDUID := fileExists("/var/lib/dhcpcd/duid")
+	freshDHCPcdDUID(t)
 	t.Cleanup(func() {
-		if !hadDUID {
-			_ = os.Remove("/var/lib/dhcpcd/duid")
-		}
 		_ = os.Remove("/var/lib/dhcpcd/" + l.cliIf + ".lease6")
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := runIn(ctx, l.cliNS, "dhcpcd", "-f", conf, "-6", "-1", "-B", "-t", "15", "-c", hook, l.cliIf).CombinedOutput()
+	cmd := runIn(ctx, l.cliNS, "dhcpcd", "-f", conf, "-6", "-1", "-B", "-t", "15", "-c", hook, l.cliIf)
+	// dhcpcd's privilege-separated helpers inherit its output: do not wait
+	// for them once dhcpcd itself is gone, and stop them (only this test's
+	// processes live in the client namespace).
+	cmd.WaitDelay = 3 * time.Second
+	out, err := cmd.CombinedOutput()
+	killNetnsPIDs(l.cliNS)
 	if err != nil {
 		return fmt.Errorf("dhcpcd -6: %w\n%s", err, out)
 	}
 	return nil
 }
 
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+// freshDHCPcdDUID makes dhcpcd derive its DUID from the NIC it runs on:
+// dhcpcd keeps one DUID per host in /var/lib/dhcpcd/duid and reuses it
+// whatever the MAC, so a file left by any earlier run (even a killed one)
+// would make it claim another MAC. A file that was there is put back.
+func freshDHCPcdDUID(t *testing.T) {
+	const path = "/var/lib/dhcpcd/duid"
+	saved, readErr := os.ReadFile(path)
+	_ = os.Remove(path)
+	t.Cleanup(func() {
+		_ = os.Remove(path)
+		if readErr == nil {
+			_ = os.WriteFile(path, saved, 0o640)
+		}
+	})
+}
 
 // Real DHCPv6 clients in a network namespace get the IPv6 address the pool
 // holds for their MAC, with DNS and search list; a client whose address
