@@ -30,7 +30,9 @@ up)
   hack/tools.sh helm >/dev/null
   step "Kubernetes binaries (etcd, kube-apiserver, kubelet, ...; built once into the cache, ~1 h cold on 2 cores)"
   hack/envtest/setup.sh >/dev/null
-  hack/envtest/node.sh >/dev/null
+  # kubectl of the cluster's version, first on the PATH.
+  PATH="$(hack/envtest/node.sh):$PATH"
+  export PATH
   step "building vm-dhcp-controller, vm-dhcp-webhook, vm-dhcp-agent into bin/"
   make --no-print-directory build
   CGO_ENABLED=0 go build -o bin/vm-dhcp-node ./cmd/vm-dhcp-node

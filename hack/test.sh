@@ -23,12 +23,14 @@ KUBEBUILDER_ASSETS="$(hack/envtest/setup.sh)"
 export KUBEBUILDER_ASSETS
 echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
 
-step "real node: kubelet, kube-controller-manager, kube-scheduler, kube-proxy (one build, cached)"
+step "real node: kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl (one build, cached)"
 # test/e2e/node (TestRealNode) runs the chart on real kubelets; developers
 # may skip it with VM_DHCP_SKIP_REAL_NODE=1, CI never does. It needs root
 # (CI is), and skips without it.
 if [ -z "${VM_DHCP_SKIP_REAL_NODE:-}" ] && [ "$(id -u)" = 0 ]; then
   hack/envtest/node.sh >/dev/null
+  # Its kubectl (same version as the cluster) comes first on the PATH.
+  export PATH="$KUBEBUILDER_ASSETS:$PATH"
 fi
 
 step "generated files are up to date"

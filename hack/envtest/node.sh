@@ -13,7 +13,9 @@ OUT="$("$HERE/setup.sh")"
 
 log() { echo "node binaries: $*" >&2; }
 
-components=(kubelet kube-controller-manager kube-scheduler kube-proxy)
+# kubectl too: the real-node test, make demo and the README commands use it,
+# matched to the cluster's version instead of whatever is on the PATH.
+components=(kubelet kube-controller-manager kube-scheduler kube-proxy kubectl)
 missing=()
 for c in "${components[@]}"; do
   [ -x "$OUT/$c" ] || missing+=("$c")

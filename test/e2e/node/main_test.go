@@ -180,7 +180,9 @@ func needCluster(t *testing.T) {
 
 // kubectl runs the real kubectl against the cluster.
 func kubectl(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", cluster.Kubeconfig()}, args...)...)
+	// The kubectl hack/envtest/node.sh built with the cluster, not one from
+	// the PATH (none on a fresh machine, or another version).
+	cmd := exec.CommandContext(ctx, filepath.Join(assets.KubeBinDir, "kubectl"), append([]string{"--kubeconfig", cluster.Kubeconfig()}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
