@@ -48,6 +48,18 @@ type AgentOptions struct {
 	Image          string
 	ServiceAccount string
 	Values         AgentValues
+	// Owner, when set, owns every agent pod and agent ConfigMap (an object
+	// of the chart in Namespace): helm uninstall deletes it and the garbage
+	// collector the agents with it, even while IPPools are left.
+	Owner *metav1.OwnerReference
+}
+
+// owners is the ownerReferences of an agent object.
+func (o AgentOptions) owners() []metav1.OwnerReference {
+	if o.Owner == nil {
+		return nil
+	}
+	return []metav1.OwnerReference{*o.Owner}
 }
 
 // generatedConfig is the default CoreDHCP config of a pool's agent.
@@ -93,9 +105,10 @@ func (o AgentOptions) desiredPod(pool *v1alpha1.IPPool, configHash string, nad *
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:      AgentPodName(pool),
-			Namespace: o.Namespace,
-			Labels:    agentLabels(pool),
+			Name:            AgentPodName(pool),
+			Namespace:       o.Namespace,
+			OwnerReferences: o.owners(),
+			Labels:          agentLabels(pool),
 			Annotations: map[string]string{AnnotationMultus: string(multus), AnnotationConfigHash: configHash,
 				// The CNI config is read when the pod's network is set up, so
 				// a change of the bridge or VLAN needs a new pod.

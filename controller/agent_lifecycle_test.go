@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -398,5 +399,44 @@ func TestVMWithMoreNICsThanAVMNetCfgHolds(t *testing.T) {
 		allocatedIs(corev1.ConditionTrue, ReasonAllocated, want, v1alpha1.StateAllocated))
 	eventually(t, 10*time.Second, "event on the VM", func() error {
 		return hasEvent(ns, "vm", ReasonTooManyNICs, "no address for nic0 ("+ns+"/net-0)")
+	})
+}
+
+// helm uninstall removes the agents of pools left behind: every agent pod
+// and agent ConfigMap is owned by the chart's ConfigMap (--agent-owner), so
+// the garbage collector deletes them with it. A ConfigMap made before the
+// owner was passed gets it too.
+func TestAgentsOwnedByTheChart(t *testing.T) {
+	owner := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: agentNS, Name: "vm-dhcp-agent-values-" + newNamespace(t)}}
+	create(t, owner)
+	ns := newNamespace(t)
+	createNAD(t, ns, "net", nil)
+	pool := newPool(ns, "net", ns+"/net", "192.168.100.10", "192.168.100.20")
+	// The ConfigMap an older controller made, without owner.
+	gen, err := generatedConfig(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: agentNS, Name: AgentConfigMapName(pool), Labels: agentLabels(pool),
+		Annotations: map[string]string{AnnotationGeneratedHash: agentconfig.Hash(gen)}}, Data: map[string]string{ConfigKey: gen}})
+	ref := metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: owner.Name, UID: owner.UID}
+	startController(t, managerOpts{owner: &ref})
+	create(t, pool)
+	owned := func(refs []metav1.OwnerReference) bool {
+		return slices.ContainsFunc(refs, func(r metav1.OwnerReference) bool { return r.UID == owner.UID && r.Kind == "ConfigMap" })
+	}
+	eventually(t, 20*time.Second, "agent pod and ConfigMap owned by the chart's ConfigMap", func() error {
+		pod, err := agentPod(t, pool)
+		if err != nil {
+			return err
+		}
+		cm, err := agentConfigMap(pool)
+		if err != nil {
+			return err
+		}
+		if !owned(pod.OwnerReferences) || !owned(cm.OwnerReferences) {
+			return fmt.Errorf("owners: pod %+v, ConfigMap %+v", pod.OwnerReferences, cm.OwnerReferences)
+		}
+		return nil
 	})
 }

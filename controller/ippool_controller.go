@@ -492,7 +492,7 @@ func (r *IPPoolReconciler) ensureConfigMap(ctx context.Context, pool *v1alpha1.I
 		}
 		cm = &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: agentLabels(pool),
-				Annotations: map[string]string{AnnotationGeneratedHash: genHash}},
+				Annotations: map[string]string{AnnotationGeneratedHash: genHash}, OwnerReferences: r.Agent.owners()},
 			Data: map[string]string{ConfigKey: gen},
 		}
 		// A ConfigMap under the name an older controller gave it, edited by
@@ -534,6 +534,10 @@ func (r *IPPoolReconciler) ensureConfigMap(ctx context.Context, pool *v1alpha1.I
 	}
 	if cm.Annotations == nil {
 		cm.Annotations = map[string]string{}
+	}
+	// A ConfigMap made before the chart passed an owner gets it too.
+	if o := r.Agent.Owner; o != nil && !slices.ContainsFunc(cm.OwnerReferences, func(x metav1.OwnerReference) bool { return x.UID == o.UID }) {
+		cm.OwnerReferences = append(cm.OwnerReferences, *o)
 	}
 	switch {
 	case h == cm.Annotations[AnnotationGeneratedHash]:

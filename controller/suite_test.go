@@ -92,6 +92,8 @@ type managerOpts struct {
 	sweep     time.Duration
 	// now, when set, is the pool store's clock (quarantine tests).
 	now func() time.Time
+	// owner, when set, owns the agents (--agent-owner).
+	owner *metav1.OwnerReference
 }
 
 // startController starts a manager against the shared apiserver; stop()
@@ -116,7 +118,7 @@ func startController(t testing.TB, o managerOpts) *running {
 		t.Fatal(err)
 	}
 	store, err := Setup(mgr, Options{
-		Agent:               AgentOptions{Namespace: agentNS, Image: o.image, ServiceAccount: "vm-dhcp-agent", Values: o.values},
+		Agent:               AgentOptions{Namespace: agentNS, Image: o.image, ServiceAccount: "vm-dhcp-agent", Values: o.values, Owner: o.owner},
 		Metrics:             m,
 		NodeGracePeriod:     o.nodeGrace,
 		VMNetCfgWorkers:     o.workers,

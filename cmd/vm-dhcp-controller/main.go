@@ -13,6 +13,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -43,6 +44,7 @@ func run() error {
 		agentValues    = flag.String("agent-values", "", "JSON/YAML file with resources, tolerations, priorityClassName, imagePullPolicy for the agent pods")
 		leaderElect    = flag.Bool("leader-elect", true, "elect a leader among replicas")
 		leaderNS       = flag.String("leader-election-namespace", "", "namespace of the leader election lease (default --namespace)")
+		agentOwner     = flag.String("agent-owner", "", "ConfigMap in --namespace that owns every agent pod and agent ConfigMap, so that deleting it (helm uninstall) deletes the agents even while IPPools are left; \"\" leaves them unowned")
 		leaseOwner     = flag.String("leader-election-owner", "", "ConfigMap in the lease's namespace that owns the leader election lease, so that deleting it (helm uninstall) deletes the lease; \"\" leaves the lease unowned")
 		metricsAddr    = flag.String("metrics-bind-address", ":8080", "address of /metrics and the debug endpoints /ipams/<ns>/<name>, /caches/<ns>/<name>; 0 disables")
 		probeAddr      = flag.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
@@ -89,8 +91,18 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
+	agentOpts := controller.AgentOptions{Namespace: *namespace, Image: *agentImage, ServiceAccount: *agentSA, Values: values}
+	if *agentOwner != "" {
+		// Read once at start: the chart's ConfigMap exists before the
+		// controller's pods (Helm creates ConfigMaps before Deployments).
+		cm := &corev1.ConfigMap{}
+		if err := mgr.GetAPIReader().Get(context.Background(), types.NamespacedName{Namespace: *namespace, Name: *agentOwner}, cm); err != nil {
+			return fmt.Errorf("read agent owner ConfigMap %s/%s: %w", *namespace, *agentOwner, err)
+		}
+		agentOpts.Owner = &metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: cm.Name, UID: cm.UID}
+	}
 	if _, err := controller.Setup(mgr, controller.Options{
-		Agent:           controller.AgentOptions{Namespace: *namespace, Image: *agentImage, ServiceAccount: *agentSA, Values: values},
+		Agent:           agentOpts,
 		Metrics:         m,
 		NodeGracePeriod: *nodeGrace,
 		VMNetCfgWorkers: *vmnetcfgWorker,
