@@ -21,9 +21,14 @@ import (
 // published one while create runs, then puts ours back: the objects create
 // writes are what a Harvester cluster holds in etcd when vm-dhcp takes over.
 func withHarvesterIPPoolCRD(t *testing.T, create func() error) {
+	withHarvesterCRD(t, "ippools", create)
+}
+
+// withHarvesterCRD is withHarvesterIPPoolCRD for any of the two CRDs (plural).
+func withHarvesterCRD(t *testing.T, plural string, create func() error) {
 	t.Helper()
 	ctx := context.Background()
-	raw, err := os.ReadFile("../test/crds/harvester/network.harvesterhci.io_ippools.yaml")
+	raw, err := os.ReadFile("../test/crds/harvester/network.harvesterhci.io_" + plural + ".yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +45,7 @@ func withHarvesterIPPoolCRD(t *testing.T, create func() error) {
 		t.Fatal(err)
 	}
 	var live apiextensionsv1.CustomResourceDefinition
-	key := types.NamespacedName{Name: "ippools.network.harvesterhci.io"}
+	key := types.NamespacedName{Name: plural + ".network.harvesterhci.io"}
 	if err := ext.Get(ctx, key, &live); err != nil {
 		t.Fatal(err)
 	}
@@ -89,4 +94,43 @@ func TestMigratedPoolHarvesterAdmittedKeepsServing_rev14(t *testing.T) {
 			waitPoolCondition(t, types.NamespacedName{Namespace: ns, Name: "pool"}, v1alpha1.CacheReady, corev1.ConditionTrue)
 		})
 	}
+}
+
+// TestMigratedVMNetCfgEmptyVMNameServed_rev14: Harvester's CRD admits a
+// VMNetCfg with vmName "" (required, no minLength) and its controller
+// allocates it like any other. A stored one must keep getting its address
+// after migration.
+func TestMigratedVMNetCfgEmptyVMNameServed_rev14(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	createNAD(t, ns, "net", nil)
+	create(t, newPool(ns, "pool", ns+"/net", "192.168.100.10", "192.168.100.20"))
+	vnc := newVMNetCfg(ns, "vm", nic(ns+"/net", "02:00:00:00:01:01"))
+	vnc.Spec.VMName = ""
+	withHarvesterCRD(t, "virtualmachinenetworkconfigs", func() error { return k8s.Create(ctx, vnc.DeepCopy()) })
+	startController(t, managerOpts{})
+	waitVMNetCfg(t, types.NamespacedName{Namespace: ns, Name: "vm"}, "allocated", allocatedIs(corev1.ConditionTrue, ReasonAllocated,
+		map[string]string{"02:00:00:00:01:01": "192.168.100.10"}, v1alpha1.StateAllocated))
+}
+
+// TestMigratedVMNetCfgMappedIPServed_rev14: Harvester's CRD (format ipv4)
+// admits a requested ipAddress in IPv4-mapped form and its IPAM (net.ParseIP)
+// allocates 192.168.100.15 for it. After migration the stored VMNetCfg must
+// keep that address.
+func TestMigratedVMNetCfgMappedIPServed_rev14(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	createNAD(t, ns, "net", nil)
+	pool := newPool(ns, "pool", ns+"/net", "192.168.100.10", "192.168.100.20")
+	create(t, pool)
+	// What Harvester's controller recorded for it.
+	pool.Status.IPv4 = &v1alpha1.IPv4Status{Allocated: map[string]string{"192.168.100.15": "02:00:00:00:01:01"}}
+	if err := k8s.Status().Update(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	vnc := newVMNetCfg(ns, "vm", nic(ns+"/net", "02:00:00:00:01:01", "::ffff:192.168.100.15"))
+	withHarvesterCRD(t, "virtualmachinenetworkconfigs", func() error { return k8s.Create(ctx, vnc.DeepCopy()) })
+	startController(t, managerOpts{})
+	waitVMNetCfg(t, types.NamespacedName{Namespace: ns, Name: "vm"}, "allocated", allocatedIs(corev1.ConditionTrue, ReasonAllocated,
+		map[string]string{"02:00:00:00:01:01": "192.168.100.15"}, v1alpha1.StateAllocated))
 }
