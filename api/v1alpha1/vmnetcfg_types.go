@@ -80,6 +80,8 @@ type NetworkConfig struct {
 
 	// IPAddress asks for this address; empty means any free one.
 	// +optional
+	// +kubebuilder:validation:Format=ipv4
+	// +kubebuilder:validation:MaxLength=15
 	IPAddress *IPv4Address `json:"ipAddress,omitempty"`
 
 	// IPv6Address asks for this IPv6 address in a dual-stack pool; empty
