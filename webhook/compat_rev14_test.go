@@ -51,3 +51,22 @@ func TestExcludeCIDRAdmittedWithWarning_rev14(t *testing.T) {
 		t.Fatalf("refused an IPPool Harvester admits and serves (exclude 10.73.0.0/28): %v", err)
 	}
 }
+
+// TestMappedIPAddressAdmitted: Harvester's CRD (format ipv4, no length
+// limit) admits a requested ipAddress in IPv4-mapped form and its IPAM
+// reads the IPv4 address: the same manifest applies here.
+func TestMappedIPAddressAdmitted(t *testing.T) {
+	needCluster(t)
+	const ns = "rev14-mapped"
+	nad(t, ns, "net")
+	p := &v1alpha1.IPPool{Spec: v1alpha1.IPPoolSpec{NetworkName: ns + "/net", IPv4Config: v1alpha1.IPv4Config{CIDR: "10.74.0.0/24"}}}
+	p.Namespace, p.Name = ns, "pool"
+	create(t, p)
+	ip := v1alpha1.IPv4Address("::ffff:10.74.0.15")
+	vm := &v1alpha1.VirtualMachineNetworkConfig{Spec: v1alpha1.VirtualMachineNetworkConfigSpec{VMName: "vm",
+		NetworkConfigs: []v1alpha1.NetworkConfig{{NetworkName: ns + "/net", MACAddress: "02:00:00:00:74:01", IPAddress: &ip}}}}
+	vm.Namespace, vm.Name = ns, "vm"
+	if err := k8s.Create(context.Background(), vm, client.DryRunAll); err != nil {
+		t.Fatalf("refused a VMNetCfg Harvester admits and serves (ipAddress %s): %v", ip, err)
+	}
+}
