@@ -9,12 +9,12 @@ import (
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 )
 
-// TestSameMACOnTwoNetworksAdmitted_rev14: Harvester's CRD and webhook admit
+// TestSameMACOnTwoNetworksAdmitted: Harvester's CRD and webhook admit
 // a VM whose two NICs carry the same MAC on two different networks (its
 // IPAM is one per network, keyed by MAC, so both are served). The migration
 // guide says vm-dhcp refuses "a MAC twice on one network"; the webhook
 // refuses a MAC twice in one VMNetCfg whatever the networks.
-func TestSameMACOnTwoNetworksAdmitted_rev14(t *testing.T) {
+func TestSameMACOnTwoNetworksAdmitted(t *testing.T) {
 	needCluster(t)
 	const ns = "rev14-mac"
 	for i, n := range []string{"neta", "netb"} {
@@ -35,12 +35,12 @@ func TestSameMACOnTwoNetworksAdmitted_rev14(t *testing.T) {
 	}
 }
 
-// TestExcludeCIDRAdmittedWithWarning_rev14: Harvester admits an exclude
+// TestExcludeCIDRAdmittedWithWarning: Harvester admits an exclude
 // entry that is a CIDR (items are plain strings; its controller revokes the
 // key as a no-op and serves the pool). vm-dhcp's schema refuses it, so the
 // manifest does not apply unchanged; it could be admitted with a warning
 // ("not an address: has no effect") as entries outside the range are.
-func TestExcludeCIDRAdmittedWithWarning_rev14(t *testing.T) {
+func TestExcludeCIDRAdmittedWithWarning(t *testing.T) {
 	needCluster(t)
 	const ns = "rev14-excl"
 	nad(t, ns, "net")

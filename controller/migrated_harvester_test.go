@@ -67,13 +67,13 @@ func withHarvesterCRD(t *testing.T, plural string, create func() error) {
 	eventually(t, 20*time.Second, "create under Harvester's schema", create)
 }
 
-// TestMigratedPoolHarvesterAdmittedKeepsServing_rev14: Harvester's CRD and
+// TestMigratedPoolHarvesterAdmittedKeepsServing: Harvester's CRD and
 // webhook admit an exclude entry that is no address (here a CIDR, a natural
 // way to write "exclude this block"); Harvester's controller revokes it as a
 // no-op and keeps serving the pool. After migration the same stored pool must
 // still get its IPAM built (CacheReady True) and keep its VM's address; today
 // ipam.New refuses the config and the pool is never served.
-func TestMigratedPoolHarvesterAdmittedKeepsServing_rev14(t *testing.T) {
+func TestMigratedPoolHarvesterAdmittedKeepsServing(t *testing.T) {
 	for _, exclude := range []string{"192.168.100.0/28", "::ffff:192.168.100.15"} {
 		t.Run(exclude, func(t *testing.T) {
 			ctx := context.Background()
@@ -96,11 +96,11 @@ func TestMigratedPoolHarvesterAdmittedKeepsServing_rev14(t *testing.T) {
 	}
 }
 
-// TestMigratedVMNetCfgEmptyVMNameServed_rev14: Harvester's CRD admits a
+// TestMigratedVMNetCfgEmptyVMNameServed: Harvester's CRD admits a
 // VMNetCfg with vmName "" (required, no minLength) and its controller
 // allocates it like any other. A stored one must keep getting its address
 // after migration.
-func TestMigratedVMNetCfgEmptyVMNameServed_rev14(t *testing.T) {
+func TestMigratedVMNetCfgEmptyVMNameServed(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	createNAD(t, ns, "net", nil)
@@ -113,11 +113,11 @@ func TestMigratedVMNetCfgEmptyVMNameServed_rev14(t *testing.T) {
 		map[string]string{"02:00:00:00:01:01": "192.168.100.10"}, v1alpha1.StateAllocated))
 }
 
-// TestMigratedVMNetCfgMappedIPServed_rev14: Harvester's CRD (format ipv4)
+// TestMigratedVMNetCfgMappedIPServed: Harvester's CRD (format ipv4)
 // admits a requested ipAddress in IPv4-mapped form and its IPAM (net.ParseIP)
 // allocates 192.168.100.15 for it. After migration the stored VMNetCfg must
 // keep that address.
-func TestMigratedVMNetCfgMappedIPServed_rev14(t *testing.T) {
+func TestMigratedVMNetCfgMappedIPServed(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	createNAD(t, ns, "net", nil)

@@ -8,11 +8,11 @@ import (
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
 
-// TestDNSWarningMatchesAgent_rev14: the admission warning for a dns entry
+// TestDNSWarningMatchesAgent: the admission warning for a dns entry
 // must say what the agent does with it. The agent's pool view trims spaces
 // (parseV4) and sends "1.1.1.1 " in option 6; the webhook parses without
 // trimming and warns that the agent leaves it out.
-func TestDNSWarningMatchesAgent_rev14(t *testing.T) {
+func TestDNSWarningMatchesAgent(t *testing.T) {
 	pool := &v1alpha1.IPPool{Spec: v1alpha1.IPPoolSpec{NetworkName: "default/net", IPv4Config: v1alpha1.IPv4Config{
 		CIDR: "192.168.100.0/24", ServerIP: "192.168.100.2",
 		Pool: v1alpha1.Pool{Start: "192.168.100.10", End: "192.168.100.20"},
