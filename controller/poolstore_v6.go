@@ -68,6 +68,10 @@ func (s *PoolStore) buildIPAMs(key types.NamespacedName, pool *v1alpha1.IPPool) 
 		if am, dropped, err = buildIPAM(pool, s.now); err != nil {
 			return nil, nil, nil, fmt.Errorf("build IPAM of pool %s: %w", key, err)
 		}
+		if bad := am.IgnoredExclude(); len(bad) > 0 {
+			// Admitted by Harvester (and, with a warning, by our webhook).
+			s.log.Info("exclude entries that are no address ignored", "ippool", key, "entries", bad)
+		}
 		for _, c := range dropped {
 			// Kept out of the IPAM's allocations, and so out of the next
 			// status write (quarantined for its MAC instead): the entry

@@ -202,6 +202,11 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 	want := ""
 	if nc.IPAddress != nil {
 		want = string(*nc.IPAddress)
+		// Harvester's CRD admits an IPv4-mapped form and its IPAM gives
+		// the IPv4 address: so do we (a migrated VMNetCfg keeps it).
+		if a, ok := ipam.ParseIPv4(want); ok {
+			want = a.String()
+		}
 	}
 	var g ipam.Grant
 	var ip6 string

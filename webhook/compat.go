@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
 )
 
 // Manifests Harvester's add-on admits must be admitted here too. Where
@@ -58,9 +59,11 @@ func IPPoolWarnings(ctx context.Context, lk Lookup, op admissionv1.Operation, po
 	seen := map[netip.Addr]bool{}
 	for i, e := range c.Pool.Exclude {
 		field := fmt.Sprintf("%s.pool.exclude[%d]", ipv4Path, i)
-		a, ok := parseIPv4(string(e))
+		a, ok := ipam.ParseIPv4(string(e))
 		switch {
 		case !ok:
+			ws = append(ws, fmt.Sprintf("%s: %s is not an address: has no effect (Harvester ignores it too)", field, e))
+			continue
 		case seen[a]:
 			ws = append(ws, fmt.Sprintf("%s: %s is listed twice", field, e))
 		case startOK && endOK && (a.Less(start) || end.Less(a)):

@@ -96,6 +96,9 @@ func TestHarvesterAdmitsWeAdmit(t *testing.T) {
 		{"exclude twice", pool("excl-twice", ns+"/net2", func(c *v1alpha1.IPv4Config) {
 			c.Pool.Exclude = []v1alpha1.IPv4Address{"10.61.0.20", "10.61.0.20"}
 		}), "spec.ipv4Config.pool.exclude[1]: 10.61.0.20 is listed twice"},
+		{"exclude that is no address", pool("excl-cidr", ns+"/net2", func(c *v1alpha1.IPv4Config) {
+			c.Pool.Exclude = []v1alpha1.IPv4Address{"10.61.0.0/28"}
+		}), "spec.ipv4Config.pool.exclude[0]: 10.61.0.0/28 is not an address: has no effect"},
 		{"VMNetCfg networkName without namespace", vm,
 			"spec.networkConfigs[0].networkName: net1 has no namespace: read as compat/net1"},
 	} {

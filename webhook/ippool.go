@@ -16,6 +16,7 @@ import (
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
+	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
 
 // Options are facts about the cluster that come from flags.
@@ -172,21 +173,16 @@ func ValidateIPPoolSpec(pool *v1alpha1.IPPool, opts Options) FieldErrors {
 		rangeOK = false
 	}
 
-	for i, e := range c.Pool.Exclude {
-		field := fmt.Sprintf("%s.pool.exclude[%d]", ipv4Path, i)
-		_, ok := parseIPv4(string(e))
-		// Listed twice or outside the range is harmless (Harvester admits
-		// it): ipPoolWarnings says so, the IPAM ignores it.
-		if !ok {
-			es.add(field, string(e), "is not an IPv4 address")
-		}
-	}
+	// Exclude entries are never refused: listed twice, outside the range,
+	// or no address at all (Harvester admits any string and its IPAM
+	// ignores it) is harmless; IPPoolWarnings says so, the IPAM skips it.
 
 	for i, d := range c.DNS {
 		field := fmt.Sprintf("%s.dns[%d]", ipv4Path, i)
-		a, ok := parseIPv4(d)
+		// Read as the agent reads it (spaces trimmed): what it sends is checked.
+		a, err := poolwatch.ParseV4(d)
 		switch {
-		case !ok:
+		case err != nil:
 			// Harvester's schema admits it; the agent leaves it out of
 			// option 6 and IPPoolWarnings says so.
 		case a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
@@ -321,7 +317,10 @@ func strandedAllocations(old, pool *v1alpha1.IPPool) FieldErrors {
 			field = ipv4Path + ".serverIP"
 		case k.IP == string(c.Router):
 			field = ipv4Path + ".router"
-		case slices.Contains(c.Pool.Exclude, v1alpha1.IPv4Address(k.IP)):
+		case slices.ContainsFunc(c.Pool.Exclude, func(e v1alpha1.IPv4Address) bool {
+			a, ok := ipam.ParseIPv4(string(e))
+			return ok && a.String() == k.IP
+		}):
 			field = ipv4Path + ".pool.exclude"
 		}
 		es.add(field, k.IP, "is allocated to MAC %s: set spec.paused: true before a change that takes it away", k.MAC)
@@ -354,7 +353,9 @@ func DefaultIPPool(pool *v1alpha1.IPPool) []string {
 	if c.ServerIP == "" {
 		taken := map[string]bool{string(c.Router): true}
 		for _, e := range c.Pool.Exclude {
-			taken[string(e)] = true
+			if a, ok := ipam.ParseIPv4(string(e)); ok {
+				taken[a.String()] = true
+			}
 		}
 		if pool.Status.IPv4 != nil {
 			for ip := range pool.Status.IPv4.Allocated {

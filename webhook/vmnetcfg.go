@@ -49,7 +49,10 @@ func validateVMNetCfgSpec(ctx context.Context, lk Lookup, cfg *v1alpha1.VirtualM
 	if cfg.Spec.VMName == "" {
 		es.add("spec.vmName", "", "is required")
 	}
-	macSeen := map[string]int{}
+	// A MAC twice on one network is refused (one pool, one IPAM keyed by
+	// MAC); on two networks it is served by two pools, as in Harvester.
+	type netMAC struct{ network, mac string }
+	macSeen := map[netMAC]bool{}
 	for i, nc := range cfg.Spec.NetworkConfigs {
 		base := fmt.Sprintf("spec.networkConfigs[%d]", i)
 		mac := ""
@@ -57,19 +60,24 @@ func validateVMNetCfgSpec(ctx context.Context, lk Lookup, cfg *v1alpha1.VirtualM
 			es.add(base+".macAddress", nc.MACAddress, "%s", err)
 		} else {
 			mac = hw.String()
-			if j, dup := macSeen[mac]; dup {
-				es.add(base+".macAddress", nc.MACAddress, "is also used by spec.networkConfigs[%d]", j)
+			k := netMAC{vmNetwork(nc.NetworkName, cfg.Namespace), mac}
+			if macSeen[k] {
+				// No index in the reason: ratcheting compares reasons, and
+				// an index shifts when NICs are added or removed.
+				es.add(base+".macAddress", nc.MACAddress, "is used by another NIC on network %s", k.network)
 			} else {
-				macSeen[mac] = i
+				macSeen[k] = true
 			}
 		}
 
 		var ip string
 		if nc.IPAddress != nil {
-			ip = string(*nc.IPAddress)
-			if _, ok := parseIPv4(ip); !ok {
-				es.add(base+".ipAddress", ip, "is not an IPv4 address")
-				ip = ""
+			// An IPv4-mapped form is read as its IPv4 address, as the
+			// controller (and Harvester) read it.
+			if a, ok := ipam.ParseIPv4(string(*nc.IPAddress)); ok {
+				ip = a.String()
+			} else {
+				es.add(base+".ipAddress", string(*nc.IPAddress), "is not an IPv4 address")
 			}
 		}
 

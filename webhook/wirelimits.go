@@ -9,6 +9,7 @@ import (
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 	"github.com/vm-dhcp/vm-dhcp/internal/dnsname"
+	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
 
 // Limits that come from the DHCP wire rather than from the API: what the
@@ -39,7 +40,7 @@ func validateWireLimits(pool *v1alpha1.IPPool) FieldErrors {
 }
 
 // Entries of the option lists as the agent reads them.
-func dnsSent(d string) bool { _, ok := parseIPv4(d); return ok }
+func dnsSent(d string) bool { _, err := poolwatch.ParseV4(d); return err == nil }
 
 // ntpKind is "address" (sent as is), "name" (resolved by the agent, sent as
 // its IPv4 addresses) or "" (neither: left out).

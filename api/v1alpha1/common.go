@@ -5,10 +5,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// IPv4Address is a dotted-quad IPv4 address. Declared as its own type so that
-// the schema checks the format of every item of a list, not of the list.
-// +kubebuilder:validation:Format=ipv4
-// +kubebuilder:validation:MaxLength=15
+// IPv4Address is a dotted-quad IPv4 address. Each field of this type
+// carries its own format and length markers: pool.exclude has none, since
+// Harvester admits any string there.
 type IPv4Address string
 
 // ConditionType names a condition of an IPPool or VirtualMachineNetworkConfig.

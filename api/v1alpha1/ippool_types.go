@@ -86,6 +86,8 @@ type IPPoolSpec struct {
 type IPv4Config struct {
 	// ServerIP is the address of the pool's DHCP agent on the network.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.serverIP is immutable"
+	// +kubebuilder:validation:Format=ipv4
+	// +kubebuilder:validation:MaxLength=15
 	ServerIP IPv4Address `json:"serverIP"`
 
 	// CIDR is the subnet of the network, e.g. 192.168.100.0/24.
@@ -100,6 +102,8 @@ type IPv4Config struct {
 	// Router is the default gateway given to clients.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.router is immutable once set"
+	// +kubebuilder:validation:Format=ipv4
+	// +kubebuilder:validation:MaxLength=15
 	Router IPv4Address `json:"router,omitempty"`
 
 	// The option fields below carry only the schema limits Harvester's CRD
@@ -153,13 +157,20 @@ type IPv4Config struct {
 type Pool struct {
 	// Start is the first address of the range.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.pool.start is immutable"
+	// +kubebuilder:validation:Format=ipv4
+	// +kubebuilder:validation:MaxLength=15
 	Start IPv4Address `json:"start"`
 
 	// End is the last address of the range.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.ipv4Config.pool.end is immutable"
+	// +kubebuilder:validation:Format=ipv4
+	// +kubebuilder:validation:MaxLength=15
 	End IPv4Address `json:"end"`
 
-	// Exclude lists addresses of the range that are never handed out.
+	// Exclude lists addresses of the range that are never handed out. Any
+	// string is admitted, as by Harvester: an IPv4-mapped form excludes its
+	// IPv4 address, an entry that is no address excludes nothing (the
+	// webhook warns).
 	// +optional
 	Exclude []IPv4Address `json:"exclude,omitempty"`
 }
@@ -171,6 +182,8 @@ type Route struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])[.]){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$')",message="destination must be an IPv4 network such as 10.10.0.0/16"
 	Destination string `json:"destination"`
 	// Gateway for the destination; must lie in the pool's CIDR.
+	// +kubebuilder:validation:Format=ipv4
+	// +kubebuilder:validation:MaxLength=15
 	Gateway IPv4Address `json:"gateway"`
 }
 

@@ -78,8 +78,12 @@ type NetworkConfig struct {
 	// +kubebuilder:validation:Pattern=`^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$`
 	MACAddress string `json:"macAddress"`
 
-	// IPAddress asks for this address; empty means any free one.
+	// IPAddress asks for this address; empty means any free one. An
+	// IPv4-mapped form (::ffff:192.168.100.15, 22 characters at most) is
+	// admitted, as by Harvester, and read as its IPv4 address.
 	// +optional
+	// +kubebuilder:validation:Format=ipv4
+	// +kubebuilder:validation:MaxLength=22
 	IPAddress *IPv4Address `json:"ipAddress,omitempty"`
 
 	// IPv6Address asks for this IPv6 address in a dual-stack pool; empty

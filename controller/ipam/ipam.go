@@ -142,6 +142,8 @@ type Pool struct {
 	// excludedOutside are excluded addresses outside the range (they may
 	// even be outside the CIDR), reported as EXCLUDED by Allocated.
 	excludedOutside map[string]bool
+	// ignoredExclude are exclude entries that are no address (skipped).
+	ignoredExclude []string
 }
 
 // relItem is a quarantine in relHeap: it is current while released[off]
@@ -238,9 +240,12 @@ func New(c Config) (*Pool, error) {
 		p.block(a, MarkReserved)
 	}
 	for _, e := range c.Exclude {
-		a, err := netip.ParseAddr(e)
-		if err != nil || !a.Is4() {
-			return nil, fmt.Errorf("%w: exclude %q is not an IPv4 address", ErrInvalidConfig, e)
+		a, ok := ParseIPv4(e)
+		if !ok {
+			// Harvester admits any string here and its IPAM ignores what
+			// is no address: a stored pool must keep being served.
+			p.ignoredExclude = append(p.ignoredExclude, e)
+			continue
 		}
 		if off := u32(a); off >= start && off <= end {
 			p.block(off, MarkExcluded)
@@ -255,6 +260,24 @@ func New(c Config) (*Pool, error) {
 	}
 	return p, nil
 }
+
+// ParseIPv4 reads an address a Harvester manifest may hold (exclude
+// entries, a VMNetCfg's ipAddress) as Harvester's IPAM (net.ParseIP) does:
+// an IPv4-mapped IPv6 form ("::ffff:192.168.100.15") is its IPv4 address.
+// ok is false for anything that is no IPv4 address (a CIDR, a name, IPv6).
+// The controller and the webhook both read those fields with it.
+func ParseIPv4(s string) (a netip.Addr, ok bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	a = a.Unmap()
+	return a, a.Is4()
+}
+
+// IgnoredExclude lists the exclude entries New skipped because they are no
+// IPv4 address (they exclude nothing, as in Harvester).
+func (p *Pool) IgnoredExclude() []string { return slices.Clone(p.ignoredExclude) }
 
 func parseIn(prefix netip.Prefix, field, value string) (uint32, error) {
 	a, err := netip.ParseAddr(value)

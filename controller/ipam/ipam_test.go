@@ -3,6 +3,7 @@ package ipam
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -120,7 +121,6 @@ func TestBadConfig(t *testing.T) {
 		{CIDR: "10.0.0.0/24", Start: "10.0.1.1", End: "10.0.0.2"},
 		{CIDR: "10.0.0.0/24", Start: "10.0.0.9", End: "10.0.0.2"},
 		{CIDR: "10.0.0.0/24", Start: "10.0.0.1", End: "10.0.0.9", ServerIP: "10.9.0.1"},
-		{CIDR: "10.0.0.0/24", Start: "10.0.0.1", End: "10.0.0.9", Exclude: []string{"x"}},
 		{CIDR: "0.0.0.0/0", Start: "0.0.0.0", End: "255.255.255.255"}, // would overflow the bitmap size
 		{CIDR: "10.0.0.0/7", Start: "10.0.0.1", End: "11.255.255.254"},
 	}
@@ -224,5 +224,23 @@ func TestEveryExcludeIsMarked(t *testing.T) {
 	}
 	if p.Available() != 10 {
 		t.Fatalf("Available = %d, want 10 (11 in the range, one excluded)", p.Available())
+	}
+}
+
+// TestExcludeReadAsHarvester: exclude entries Harvester admits are read as
+// its IPAM (net.ParseIP) reads them: an IPv4-mapped form excludes its IPv4
+// address, an entry that is no address (a CIDR, a name) excludes nothing
+// and does not make the pool unusable.
+func TestExcludeReadAsHarvester(t *testing.T) {
+	p := mustNew(t, Config{CIDR: "10.0.0.0/24", Start: "10.0.0.10", End: "10.0.0.12", ServerIP: "10.0.0.1",
+		Exclude: []string{"::ffff:10.0.0.10", "10.0.0.0/28", "x", "fd00::1"}})
+	if got := p.IgnoredExclude(); !slices.Equal(got, []string{"10.0.0.0/28", "x", "fd00::1"}) {
+		t.Errorf("IgnoredExclude = %v", got)
+	}
+	if got, err := p.Allocate("aa:aa:aa:aa:aa:01"); err != nil || got != "10.0.0.11" {
+		t.Errorf("Allocate = %q, %v; want 10.0.0.11 (10.0.0.10 excluded in mapped form)", got, err)
+	}
+	if m := p.Allocated(); m["10.0.0.10"] != MarkExcluded || len(m) != 2 {
+		t.Errorf("Allocated = %v, want 10.0.0.10 EXCLUDED and one allocation", m)
 	}
 }

@@ -93,21 +93,21 @@ func FromIPPool(ipp *v1alpha1.IPPool) (*Pool, error) {
 
 	var errs []error
 	if cfg.ServerIP != "" {
-		if a, err := parseV4(string(cfg.ServerIP)); err != nil {
+		if a, err := ParseV4(string(cfg.ServerIP)); err != nil {
 			errs = append(errs, fmt.Errorf("serverIP: %w", err))
 		} else {
 			p.ServerIP = a
 		}
 	}
 	if cfg.Router != "" {
-		if a, err := parseV4(string(cfg.Router)); err != nil {
+		if a, err := ParseV4(string(cfg.Router)); err != nil {
 			errs = append(errs, fmt.Errorf("router: %w", err))
 		} else {
 			p.Router = a
 		}
 	}
 	for _, d := range cfg.DNS {
-		a, err := parseV4(string(d))
+		a, err := ParseV4(string(d))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("dns: %w", err))
 			continue
@@ -152,7 +152,7 @@ func FromIPPool(ipp *v1alpha1.IPPool) (*Pool, error) {
 			errs = append(errs, fmt.Errorf("route %q: not an IPv4 network", r.Destination))
 			continue
 		}
-		gw, err := parseV4(string(r.Gateway))
+		gw, err := ParseV4(string(r.Gateway))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("route %s gateway: %w", r.Destination, err))
 			continue
@@ -177,7 +177,7 @@ func FromIPPool(ipp *v1alpha1.IPPool) (*Pool, error) {
 			if mac == v1alpha1.AllocatedExcluded || mac == v1alpha1.AllocatedReserved {
 				continue
 			}
-			addr, err := parseV4(ipStr)
+			addr, err := ParseV4(ipStr)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("allocated %q: %w", ipStr, err))
 				continue
@@ -204,7 +204,10 @@ func FromIPPool(ipp *v1alpha1.IPPool) (*Pool, error) {
 	return p, nil
 }
 
-func parseV4(s string) (netip.Addr, error) {
+// ParseV4 reads an IPv4 address of a pool's spec or status as the agent
+// does (spaces around it trimmed). The webhook's warnings use it too, so
+// that what they say is left out is exactly what the agent leaves out.
+func ParseV4(s string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(strings.TrimSpace(s))
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("parse address %q: %w", s, err)
