@@ -336,13 +336,20 @@ func leaseTime(pool *v1alpha1.IPPool) time.Duration {
 	return poolwatch.DefaultLeaseTime
 }
 
+// agentLagMargin is how long after the controller's rebuild an agent may
+// still apply a lowered lease time: its watch can lag the controller's
+// (apiserver restart, its node briefly cut from the control plane) and
+// meanwhile it grants leases of the old length. An agent later than this is
+// not covered (controller/README.md).
+const agentLagMargin = 15 * time.Minute
+
 // longerLeasesUntil is the latest end, after now, of a lease the agent may
 // have granted under a lease time longer than the spec's current one (zero
 // if none): the recorded status.ipv4.longerLeasesUntil, or now plus the
-// lease time the status was last written under if the spec has lowered it
-// since. The lowering is noticed at the first rebuild after it (the pool's
-// reconcile rebuilds on every spec change), never earlier than the agent
-// applies it, so "now" is a safe start for the end of the longer leases.
+// lease time the status was last written under plus agentLagMargin if the
+// spec has lowered it since. The lowering is noticed at the first rebuild
+// after it (the pool's reconcile rebuilds on every spec change); the agent
+// may apply it later than that, by up to the margin.
 func longerLeasesUntil(pool *v1alpha1.IPPool, now time.Time) time.Time {
 	st := pool.Status.IPv4
 	if st == nil {
@@ -353,8 +360,8 @@ func longerLeasesUntil(pool *v1alpha1.IPPool, now time.Time) time.Time {
 		until = st.LongerLeasesUntil.Time
 	}
 	if st.LeaseTime != nil {
-		if prev := time.Duration(*st.LeaseTime) * time.Second; prev > leaseTime(pool) && now.Add(prev).After(until) {
-			until = now.Add(prev)
+		if prev := time.Duration(*st.LeaseTime) * time.Second; prev > leaseTime(pool) && now.Add(prev+agentLagMargin).After(until) {
+			until = now.Add(prev + agentLagMargin)
 		}
 	}
 	if !until.After(now) {

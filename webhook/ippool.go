@@ -4,17 +4,20 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller"
 	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
@@ -72,6 +75,9 @@ func ValidateIPPool(ctx context.Context, lk Lookup, opts Options, op admissionv1
 			es = strandedAllocations(old, pool)
 			es = append(es, strandedAllocationsV6(old, pool)...)
 		}
+		if len(es) == 0 {
+			es = rebuiltStatusFits(old, pool)
+		}
 		return es, nil
 	default:
 		es := ValidateIPPoolSpec(pool, opts)
@@ -103,6 +109,34 @@ func rangeFitsStatus(pool *v1alpha1.IPPool) FieldErrors {
 	es.add(ipv4Path+".pool.end", string(pool.Spec.IPv4Config.Pool.End),
 		"makes a range of %d addresses (%s-%s); a pool may have at most %d (a /18), or its status no longer fits in etcd once they are allocated: use a smaller range, or several pools on several networks",
 		n, start, end, ipam.MaxStatusAddresses)
+	return es
+}
+
+// rebuiltStatusFits refuses a spec update after which the controller's
+// rebuilt status would not fit in etcd: each allocation the new spec drops
+// (an exclude on a paused pool) becomes an EXCLUDED mark plus a quarantine
+// entry, larger than the allocation, and past the limit every status write
+// of the pool fails, releases included. An update that does not grow an
+// already too large pool passes, so it can always be undone.
+func rebuiltStatusFits(old, pool *v1alpha1.IPPool) FieldErrors {
+	if old.Status.IPv4 == nil || len(old.Status.IPv4.Allocated) == 0 {
+		return nil
+	}
+	size, err := controller.RebuiltObjectBytes(old, pool, time.Now())
+	if err != nil || size <= ipam.MaxObjectBytes {
+		return nil // a spec the IPAM refuses is reported by ValidateIPPoolSpec
+	}
+	if b, err := json.Marshal(old); err == nil && size <= len(b) {
+		return nil
+	}
+	dropped := 0
+	if am, err := ipam.New(ipamConfig(pool)); err == nil {
+		dropped = len(am.Restore(old.Status.IPv4.Allocated))
+	}
+	var es FieldErrors
+	es.add(ipv4Path+".pool", "",
+		"takes away %d allocated addresses: the pool's rebuilt status would be %d bytes, over etcd's %d-byte limit, and every status write of the pool (releases included) would fail: exclude fewer addresses at a time, or release them first",
+		dropped, size, ipam.MaxObjectBytes)
 	return es
 }
 

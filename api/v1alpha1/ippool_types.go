@@ -239,7 +239,9 @@ type IPv4Status struct {
 	// LeaseTime is the pool's lease time in seconds when this status was
 	// written: a Released entry without its own lease counts from it, and a
 	// later status written under a shorter lease time sets
-	// LongerLeasesUntil from it. Not in Harvester's API.
+	// LongerLeasesUntil from it. The agent serves at most this lease time,
+	// so a raise takes effect once the controller has recorded it. Not in
+	// Harvester's API.
 	// +optional
 	LeaseTime *int64 `json:"leaseTime,omitempty"`
 

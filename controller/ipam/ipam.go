@@ -70,6 +70,10 @@ const MaxRangeSize = 1 << 24
 // the rebuilt status too large to write; exclude in smaller steps.
 const MaxStatusAddresses = 1 << 14
 
+// MaxObjectBytes is etcd's default object size limit (--max-request-bytes,
+// 1.5 MiB): a pool, as JSON, must stay under it for its status to be written.
+const MaxObjectBytes = 1572864
+
 // Config is the part of an IPPool's spec the IPAM needs.
 type Config struct {
 	CIDR     string

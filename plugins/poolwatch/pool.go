@@ -61,6 +61,21 @@ type Pool struct {
 	v6 *v6View
 }
 
+// recordedLeaseTime caps the spec's lease time at the one the controller
+// last recorded in status.ipv4.leaseTime: a raise takes effect only once the
+// controller knows of it, so every lease the agent grants is one the
+// controller counts a released address's quarantine from (raised and lowered
+// back while the controller is down, the agent never granted the longer one).
+// A lowering takes effect at once. Without a recorded lease time (a pool no
+// controller has written yet) the spec's is served.
+func recordedLeaseTime(ipp *v1alpha1.IPPool, spec time.Duration) time.Duration {
+	st := ipp.Status.IPv4
+	if st == nil || st.LeaseTime == nil || *st.LeaseTime <= 0 || *st.LeaseTime >= wire.Infinite {
+		return spec
+	}
+	return min(spec, time.Duration(*st.LeaseTime)*time.Second)
+}
+
 // Lease returns the address allocated to hw, if any.
 func (p *Pool) Lease(hw net.HardwareAddr) (netip.Addr, bool) {
 	if p == nil {
@@ -139,6 +154,7 @@ func FromIPPool(ipp *v1alpha1.IPPool) (*Pool, error) {
 			errs = append(errs, fmt.Errorf("leaseTime %d: must be positive, using %s", *cfg.LeaseTime, DefaultLeaseTime))
 		}
 	}
+	p.LeaseTime = recordedLeaseTime(ipp, p.LeaseTime)
 	if cfg.MTU != nil {
 		if *cfg.MTU >= 68 && *cfg.MTU <= 65535 {
 			p.MTU = uint16(*cfg.MTU)

@@ -159,3 +159,36 @@ func TestParseArgs(t *testing.T) {
 		}
 	}
 }
+
+// A raise of spec.ipv4Config.leaseTime is served only once the controller
+// has recorded it in status.ipv4.leaseTime (it counts quarantines from it);
+// a lowering is served at once; a pool without a recorded lease time gets
+// the spec's.
+func TestFromIPPoolLeaseTimeCappedByStatus(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		spec     *int
+		recorded *int64
+		want     time.Duration
+	}{
+		{"raise not recorded yet", ptrTo(86400), ptrTo[int64](60), time.Minute},
+		{"raise recorded", ptrTo(86400), ptrTo[int64](86400), 24 * time.Hour},
+		{"lowering served at once", ptrTo(60), ptrTo[int64](86400), time.Minute},
+		{"no recorded lease time", ptrTo(86400), nil, 24 * time.Hour},
+		{"spec unset, recorded lower", nil, ptrTo[int64](600), 10 * time.Minute},
+		{"recorded zero ignored", ptrTo(120), ptrTo[int64](0), 2 * time.Minute},
+	} {
+		ipp := testPool(nil)
+		ipp.Spec.IPv4Config.LeaseTime = c.spec
+		ipp.Status.IPv4.LeaseTime = c.recorded
+		p, err := FromIPPool(ipp)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if p.LeaseTime != c.want {
+			t.Errorf("%s: serves %s, want %s", c.name, p.LeaseTime, c.want)
+		}
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
