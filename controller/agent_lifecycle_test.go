@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/util/retry"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -298,9 +299,13 @@ func TestHeldImageSurvivesRecreation(t *testing.T) {
 	pod = waitNewPod(t, pool, pod.UID)
 	wantV1(pod, "a pause")
 	// Lifting the hold upgrades.
-	p := getPool(t, key)
-	delete(p.Annotations, AnnotationHoldUpgrade)
-	if err := k8s.Update(ctx, p); err != nil {
+	// The controller writes the pool's status concurrently: retry a
+	// stale read, as any client must.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := getPool(t, key)
+		delete(p.Annotations, AnnotationHoldUpgrade)
+		return k8s.Update(ctx, p)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	pod = waitNewPod(t, pool, pod.UID)
