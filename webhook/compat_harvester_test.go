@@ -16,7 +16,7 @@ import (
 // refuses a MAC twice in one VMNetCfg whatever the networks.
 func TestSameMACOnTwoNetworksAdmitted(t *testing.T) {
 	needCluster(t)
-	const ns = "rev14-mac"
+	const ns = "harvester-mac"
 	for i, n := range []string{"neta", "netb"} {
 		nad(t, ns, n)
 		cidr := []string{"10.71.0.0/24", "10.72.0.0/24"}[i]
@@ -42,7 +42,7 @@ func TestSameMACOnTwoNetworksAdmitted(t *testing.T) {
 // ("not an address: has no effect") as entries outside the range are.
 func TestExcludeCIDRAdmittedWithWarning(t *testing.T) {
 	needCluster(t)
-	const ns = "rev14-excl"
+	const ns = "harvester-excl"
 	nad(t, ns, "net")
 	p := &v1alpha1.IPPool{Spec: v1alpha1.IPPoolSpec{NetworkName: ns + "/net", IPv4Config: v1alpha1.IPv4Config{
 		CIDR: "10.73.0.0/24", Pool: v1alpha1.Pool{Exclude: []v1alpha1.IPv4Address{"10.73.0.0/28"}}}}}
@@ -57,7 +57,7 @@ func TestExcludeCIDRAdmittedWithWarning(t *testing.T) {
 // reads the IPv4 address: the same manifest applies here.
 func TestMappedIPAddressAdmitted(t *testing.T) {
 	needCluster(t)
-	const ns = "rev14-mapped"
+	const ns = "harvester-mapped"
 	nad(t, ns, "net")
 	p := &v1alpha1.IPPool{Spec: v1alpha1.IPPoolSpec{NetworkName: ns + "/net", IPv4Config: v1alpha1.IPv4Config{CIDR: "10.74.0.0/24"}}}
 	p.Namespace, p.Name = ns, "pool"

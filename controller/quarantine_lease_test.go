@@ -24,7 +24,7 @@ import (
 // VM while the guest still holds it for a day.
 // Fix: the agent serves min(spec leaseTime, status.ipv4.leaseTime) (a raise
 // takes effect only once the controller has recorded it in the status).
-func TestQuarantineAfterLeaseTimeRaisedAndLoweredWhileDown_rev12(t *testing.T) {
+func TestQuarantineAfterLeaseTimeRaisedAndLoweredWhileDown(t *testing.T) {
 	clk := &testClock{t: time.Now()}
 	ctl := startController(t, managerOpts{sweep: time.Hour, now: clk.now})
 	ns := newNamespace(t)
@@ -73,7 +73,7 @@ func TestQuarantineAfterLeaseTimeRaisedAndLoweredWhileDown_rev12(t *testing.T) {
 // Fix: count longerLeasesUntil from when the agent confirms the new lease
 // time (e.g. the agent pod records the pool generation it serves), not from
 // the controller's rebuild.
-func TestLongerLeasesUntilCoversLaggingAgent_rev12(t *testing.T) {
+func TestLongerLeasesUntilCoversLaggingAgent(t *testing.T) {
 	clk := &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	pool := &v1alpha1.IPPool{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "pool"},

@@ -24,7 +24,7 @@ import (
 // Issue 12 item 10 wants releases to keep working. Fix: have the webhook
 // refuse an exclude/range change whose rebuilt status (marks + quarantines
 // of the dropped allocations) cannot fit, or cap what a rebuild records.
-func TestExcludeOfFullPoolKeepsReleasesWorking_rev12(t *testing.T) {
+func TestExcludeOfFullPoolKeepsReleasesWorking(t *testing.T) {
 	ctl := startController(t, managerOpts{sweep: time.Hour})
 	ns := newNamespace(t)
 	createNAD(t, ns, "net", nil)
