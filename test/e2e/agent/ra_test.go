@@ -2,9 +2,7 @@ package agent
 
 import (
 	"context"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,31 +17,9 @@ import (
 // starts DHCPv6 only when an advertisement carries the managed flag, as a
 // guest does.
 func dhcpcdAuto(t *testing.T, l *link, dir string, timeout int) error {
-	hook := filepath.Join(dir, "hook.sh")
-	events := filepath.Join(dir, "events")
-	_ = os.MkdirAll(events, 0o755)
-	if err := os.WriteFile(hook, []byte(strings.Replace(hook6, "$EVENTS", events, 1)), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "dhcpcd.conf")
-	if err := os.WriteFile(conf, []byte("duid ll\noption dhcp6_name_servers, dhcp6_domain_search\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	freshDHCPcdDUID(t)
-	t.Cleanup(func() {
-		_ = os.Remove("/var/lib/dhcpcd/" + l.cliIf + ".lease6")
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(timeout+15)*time.Second)
-	defer cancel()
-	cmd := runIn(ctx, l.cliNS, "dhcpcd", "-f", conf, "-6", "-1", "-B", "-t", strconv.Itoa(timeout), "-c", hook, l.cliIf)
-	// dhcpcd's privilege-separated helpers inherit its output: do not wait
-	// for them once dhcpcd itself is gone, and stop them (only this test's
-	// processes live in the client namespace).
-	cmd.WaitDelay = 3 * time.Second
-	out, err := cmd.CombinedOutput()
-	killNetnsPIDs(l.cliNS)
+	err := runDHCPcd6(t, l, dir, "duid ll\noption dhcp6_name_servers, dhcp6_domain_search\n", timeout)
 	if err != nil {
-		t.Logf("dhcpcd: %v\n%s", err, out)
+		t.Log(err)
 	}
 	return err
 }

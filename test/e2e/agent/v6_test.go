@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,7 +148,10 @@ var dhclient6 = func(t *testing.T, l *link, dir string) error {
 	return nil
 }
 
-var dhcpcd6 = func(t *testing.T, l *link, dir string) error {
+// runDHCPcd6 runs dhcpcd -6 once in the client namespace with the given
+// dhcpcd.conf, a DUID-LL of the NIC (dhcpcd keeps its DUID on the host) and
+// the event hook; it fails when dhcpcd gets no lease within timeout seconds.
+func runDHCPcd6(t *testing.T, l *link, dir, config string, timeout int) error {
 	hook := filepath.Join(dir, "hook.sh")
 	events := filepath.Join(dir, "events")
 	_ = os.MkdirAll(events, 0o755)
@@ -155,18 +159,16 @@ var dhcpcd6 = func(t *testing.T, l *link, dir string) error {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "dhcpcd.conf")
-	// No router advertisement on this link: start DHCPv6 for an address at
-	// once; a DUID-LL of the NIC (dhcpcd keeps its DUID on the host).
-	if err := os.WriteFile(conf, []byte("duid ll\nnoipv6rs\nia_na\noption dhcp6_name_servers, dhcp6_domain_search\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	freshDHCPcdDUID(t)
 	t.Cleanup(func() {
 		_ = os.Remove("/var/lib/dhcpcd/" + l.cliIf + ".lease6")
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(timeout+15)*time.Second)
 	defer cancel()
-	cmd := runIn(ctx, l.cliNS, "dhcpcd", "-f", conf, "-6", "-1", "-B", "-t", "15", "-c", hook, l.cliIf)
+	cmd := runIn(ctx, l.cliNS, "dhcpcd", "-f", conf, "-6", "-1", "-B", "-t", strconv.Itoa(timeout), "-c", hook, l.cliIf)
 	// dhcpcd's privilege-separated helpers inherit its output: do not wait
 	// for them once dhcpcd itself is gone, and stop them (only this test's
 	// processes live in the client namespace).
@@ -177,6 +179,12 @@ var dhcpcd6 = func(t *testing.T, l *link, dir string) error {
 		return fmt.Errorf("dhcpcd -6: %w\n%s", err, out)
 	}
 	return nil
+}
+
+// dhcpcd6 starts DHCPv6 for an address at once: there is no router
+// advertisement on this link.
+var dhcpcd6 = func(t *testing.T, l *link, dir string) error {
+	return runDHCPcd6(t, l, dir, "duid ll\nnoipv6rs\nia_na\noption dhcp6_name_servers, dhcp6_domain_search\n", 15)
 }
 
 // freshDHCPcdDUID makes dhcpcd derive its DUID from the NIC it runs on:
