@@ -238,8 +238,8 @@ func s5Flood(t *testing.T, e *agentEnv) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	renews, stopRenews := e.probeLoop(100*time.Millisecond, renewOp)
-	doras, stopDoras := e.probeLoop(500*time.Millisecond, doraOp)
+	renews, stopRenews := e.probeLoop(100*time.Millisecond, persistent(renewOp))
+	doras, stopDoras := e.probeLoop(500*time.Millisecond, persistent(doraOp))
 	from := time.Now()
 	cmd := exec.Command("ip", "netns", "exec", e.floodNS, "perfdhcp", "-4", "-l", "eth0",
 		"-r", strconv.Itoa(rate), "-p", strconv.Itoa(duration), "-R", "1000000", "-b", "mac=02:77:00:00:00:00", serverIP)
@@ -268,10 +268,10 @@ func s5Flood(t *testing.T, e *agentEnv) {
 	r.Add("flood", fmt.Sprintf("perfdhcp -r %d -p %d, random MACs from a million", rate, duration))
 	r.Add("DISCOVERs sent by perfdhcp", fmt.Sprintf("%d (%.0f/s)", sent, float64(sent)/secs))
 	r.Add("unknown-MAC requests the agent handled (vmdhcp_agent_unknown_mac_total)", fmt.Sprintf("%.0f (%.0f/s); the rest dropped by the kernel's socket buffer", handled, handled/secs))
-	r.Add("known clients' renewals during the flood, every 100 ms (ok / failed)", fmt.Sprintf("%d / %d", renews.ok, renews.fail))
+	r.Add("known clients' renewals during the flood, every 100 ms, up to 9 s each (ok / failed)", fmt.Sprintf("%d / %d", renews.ok, renews.fail))
 	r.Add("renewal latency during the flood (a lost packet shows as the client's 1 s retransmission)", percentiles(renews.latencies))
 	r.Add("renewal latency before the flood", percentiles(base.latencies))
-	r.Add("whole DORA during the flood, every 500 ms (ok / failed)", fmt.Sprintf("%d / %d", doras.ok, doras.fail))
+	r.Add("whole DORA during the flood, every 500 ms, up to 9 s each (ok / failed)", fmt.Sprintf("%d / %d", doras.ok, doras.fail))
 	r.Add("DORA latency during the flood", percentiles(doras.latencies))
 	r.Add("udhcpc renewals during the flood (ok / failed)", fmt.Sprintf("%d / %d", uOK, uFail))
 	r.Add("agent VmRSS before / peak / 2 s after", fmt.Sprintf("%d / %d / %d KiB", rssBefore, peak, rssAfter))
@@ -290,6 +290,31 @@ func s5Flood(t *testing.T, e *agentEnv) {
 	const limitKiB = 256 * 1024
 	if peak > limitKiB || rssAfter > 2*rssBefore+64*1024 {
 		t.Errorf("agent memory not bounded: VmRSS %d KiB before, %d peak, %d after", rssBefore, peak, rssAfter)
+	}
+}
+
+// persistent makes op behave like a guest under a flood: the flood fills
+// the agent's socket buffer and the kernel drops what does not fit, so a
+// lost packet is expected, and three in a row (one op's 3 tries, 1 s apart)
+// happened on a loaded 2-core CI runner. A guest keeps going far longer
+// (RFC 2131 backs off from 4 s up to 64 s; dhclient gives a DORA 60 s and
+// renews from T1 to T2), so the op is repeated up to floodOpAttempts times
+// (9 s in all). The latency figure spans every attempt, so the report
+// still shows each retransmission as a 1 s step.
+func persistent(op func(*prober, context.Context) (time.Duration, error)) func(*prober, context.Context) (time.Duration, error) {
+	const floodOpAttempts = 3
+	return func(p *prober, ctx context.Context) (time.Duration, error) {
+		var total time.Duration
+		var err error
+		for range floodOpAttempts {
+			var took time.Duration
+			took, err = op(p, ctx)
+			total += took
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+		}
+		return total, err
 	}
 }
 
