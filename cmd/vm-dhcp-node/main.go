@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -34,8 +35,6 @@ import (
 
 // netns is the demo cluster's network namespace; tests use their own.
 const netns = "vmdhcp-demo"
-
-const vmMAC = "22:37:37:82:93:7d" // examples/vm.yaml
 
 // renewEvery makes the guest renew while the demo runs, so its console shows
 // the agent answering (a real guest renews at T1, half its 300 s lease).
@@ -186,6 +185,19 @@ func up(workDir, binDir string) error {
 	if err := sh("kubectl", "get", "pods", "-n", "vm-dhcp-system", "-l", "app.kubernetes.io/name=vm-dhcp-agent", "-o", "wide"); err != nil {
 		return err
 	}
+	// The guest's NIC gets the MAC the VirtualMachine object gives it.
+	macArgs := []string{"get", "virtualmachines.kubevirt.io", "-n", "default", "test-vm",
+		"-o", "jsonpath={.spec.template.spec.domain.devices.interfaces[0].macAddress}"}
+	fmt.Printf("$ kubectl %s\n", strings.Join(macArgs, " "))
+	out, err := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", kc}, macArgs...)...).Output()
+	if err != nil {
+		return fmt.Errorf("read the VirtualMachine's MAC: %w", err)
+	}
+	vmMAC := strings.TrimSpace(string(out))
+	if _, err := net.ParseMAC(vmMAC); err != nil {
+		return fmt.Errorf("VirtualMachine test-vm NIC MAC %q: %w", vmMAC, err)
+	}
+	fmt.Println(vmMAC)
 	step("a real VM: QEMU, MAC %s (the VirtualMachine's NIC), tap on the NAD's bridge mgmt-br; its console:", vmMAC)
 	consoleLog := filepath.Join(workDir, "cluster", "logs", "vm-console.log")
 	v, err := vm.Start(ctx, vm.Options{MAC: vmMAC, Netns: netns, Bridge: "mgmt-br", ConsoleLog: consoleLog,

@@ -422,6 +422,7 @@ func (c *Cluster) Stop() {
 		_ = run(context.Background(), "ip", "netns", "del", c.opts.Netns)
 	}
 	_ = os.RemoveAll(c.runDir)
+	removeCNIResults(cniResultsDir, c.opts.WorkDir)
 	restoreSysctls(c.sysctls)
 }
 
@@ -523,4 +524,5 @@ func Down(workDir, netns string) {
 		_ = run(context.Background(), "ip", "netns", "del", netns)
 	}
 	_ = os.RemoveAll(runDir)
+	removeCNIResults(cniResultsDir, workDir)
 }

@@ -104,6 +104,18 @@ func setup(m *testing.M) (int, error) {
 	if out, err := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack", "deps.sh")).CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("hack/deps.sh: %w\n%s", err, out)
 	}
+	// The VM boots from hack/vm-artifacts.sh's kernel and busybox:
+	// hack/test.sh prepares them, but `go test ./test/e2e/node/` alone must
+	// work too (the script is a no-op on a warm cache).
+	if os.Getenv("VMDHCP_VM_ARTIFACTS") == "" {
+		cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack", "vm-artifacts.sh"))
+		cmd.Stderr = os.Stderr // its progress; stdout is the folder
+		out, err := cmd.Output()
+		if err != nil {
+			return 1, fmt.Errorf("hack/vm-artifacts.sh: %w", err)
+		}
+		os.Setenv("VMDHCP_VM_ARTIFACTS", strings.TrimSpace(string(out)))
+	}
 	var err error
 	// Short: containerd's socket paths must stay under 108 bytes.
 	workDir, err = os.MkdirTemp("", workDirPrefix)

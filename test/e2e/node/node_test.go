@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,10 +32,14 @@ import (
 const renewEvery = 10 * time.Second
 
 const (
-	vmMAC      = "22:37:37:82:93:7d" // examples/vm.yaml
-	poolServer = "192.168.100.2"     // examples/harvester-ippool.yaml
+	vmName     = "test-vm"       // examples/vm.yaml, in default
+	poolServer = "192.168.100.2" // examples/harvester-ippool.yaml
 	agentLabel = "app.kubernetes.io/name=vm-dhcp-agent"
 )
+
+// vmMAC is the MAC of the VirtualMachine's NIC, read from the object once
+// it is applied; QEMU's guest NIC gets it.
+var vmMAC string
 
 // TestRealNode is issue 13's story on real nodes, step by step; the first
 // failure ends it.
@@ -134,6 +139,33 @@ spec:
 			}
 			agent := readyAgent(t, "", 3*time.Minute)
 			assertAgentPod(t, agent, tag1)
+			// The real scheduler placed it (the controller leaves nodeName
+			// to it): its Scheduled event, from default-scheduler.
+			eventually(t, 30*time.Second, "Scheduled event of "+agent.Name, func() error {
+				evs, err := cs.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{
+					FieldSelector: "involvedObject.name=" + agent.Name + ",reason=Scheduled"})
+				if err != nil {
+					return err
+				}
+				for _, e := range evs.Items {
+					if e.ReportingController == "default-scheduler" || e.Source.Component == "default-scheduler" {
+						t.Logf("scheduler: %s", e.Message)
+						return nil
+					}
+				}
+				return fmt.Errorf("no Scheduled event from default-scheduler among %d", len(evs.Items))
+			})
+			// The guest's MAC is the one the VirtualMachine object gives its
+			// NIC, read back from the apiserver.
+			out, err := kubectl(ctx, "get", "virtualmachines.kubevirt.io", "-n", "default", vmName,
+				"-o", "jsonpath={.spec.template.spec.domain.devices.interfaces[0].macAddress}")
+			if err != nil {
+				t.Fatalf("read the VirtualMachine's MAC: %v\n%s", err, out)
+			}
+			vmMAC = strings.TrimSpace(out)
+			if _, err := net.ParseMAC(vmMAC); err != nil {
+				t.Fatalf("VirtualMachine %s NIC MAC %q: %v", vmName, vmMAC, err)
+			}
 		}},
 		{"a real VM (QEMU) with the VirtualMachine's MAC gets address, router, DNS and MTU from the agent pod", func(t *testing.T) {
 			// The pool gives an MTU too (an extension of Harvester's API).
@@ -229,6 +261,10 @@ spec:
 			assertAllocated(t, ip)
 			renew := waitRenewAfter(t, guest, ready, ip, consoleLog)
 			t.Logf("VM console after the upgrade: %s", renew.Line)
+			// The renewal was answered by the agent on the new image.
+			if n := agentACKs(t, agent.Name); n < 1 {
+				t.Fatalf("the upgraded agent %s sent %d ACKs", agent.Name, n)
+			}
 			for _, e := range guest.Events()[before:] {
 				if e.Kind == vm.Deconfig || e.Kind == vm.Nak || e.Kind == vm.Bound {
 					t.Errorf("the VM lost its lease at some point: %s", e.Line)
@@ -332,6 +368,11 @@ func assertDeploymentOn(t *testing.T, dep *appsv1.Deployment, tag string) {
 			if !podReady(&p) {
 				return fmt.Errorf("pod %s not Ready", p.Name)
 			}
+			// Ready through the chart's probes: without a readiness probe
+			// the kubelet reports Ready as soon as the process starts.
+			if c := p.Spec.Containers[0]; c.ReadinessProbe == nil || c.LivenessProbe == nil {
+				return fmt.Errorf("pod %s: container %s has readiness probe %v, liveness probe %v", p.Name, c.Name, c.ReadinessProbe != nil, c.LivenessProbe != nil)
+			}
 			cs := p.Status.ContainerStatuses
 			if len(cs) == 0 || !strings.HasPrefix(cs[0].ContainerID, "containerd://") || p.Spec.NodeName == "" {
 				return fmt.Errorf("pod %s: container %v on node %q", p.Name, cs, p.Spec.NodeName)
@@ -401,7 +442,16 @@ func assertAgentPod(t *testing.T, agent *corev1.Pod, tag string) {
 	if !found {
 		t.Errorf("network-status %+v has no eth1 on default/example", statuses)
 	}
+	if c := agent.Spec.Containers[0]; c.ReadinessProbe == nil || c.LivenessProbe == nil {
+		t.Errorf("agent container %s: readiness probe %v, liveness probe %v; want both (Ready through its own probe)", c.Name, c.ReadinessProbe != nil, c.LivenessProbe != nil)
+	}
 	pid := agentPID(t, agent)
+	// readOnlyRootFilesystem, as the running process sees its root.
+	if opts, err := rootMountOptions(pid); err != nil {
+		t.Errorf("agent process %d root mount: %v", pid, err)
+	} else if !slices.Contains(strings.Split(opts, ","), "ro") {
+		t.Errorf("agent process %d root filesystem mounted %q, want read-only (readOnlyRootFilesystem: true)", pid, opts)
+	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
@@ -420,6 +470,27 @@ func assertAgentPod(t *testing.T, agent *corev1.Pod, tag string) {
 		}
 	}
 	t.Logf("agent %s on %s: eth1 on default/example, capabilities as the controller's spec says", agent.Name, agent.Spec.NodeName)
+}
+
+// rootMountOptions is the mount options of "/" as process pid sees it
+// (its mount namespace): the fifth and sixth fields of /proc/PID/mountinfo.
+// The last mount on "/" is the one in effect.
+func rootMountOptions(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return "", err
+	}
+	opts := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 5 && f[4] == "/" {
+			opts = f[5]
+		}
+	}
+	if opts == "" {
+		return "", fmt.Errorf("no mount on / in /proc/%d/mountinfo", pid)
+	}
+	return opts, nil
 }
 
 // agentPID finds the agent's process in its node's pod cgroups.
