@@ -15,7 +15,16 @@ log() { echo "node binaries: $*" >&2; }
 
 # kubectl too: the real-node test, make demo and the README commands use it,
 # matched to the cluster's version instead of whatever is on the PATH.
+# Arguments name a subset to build (hack/test.sh builds kubectl first and the
+# rest in the background); none: all of them.
 components=(kubelet kube-controller-manager kube-scheduler kube-proxy kubectl)
+if [ $# -gt 0 ]; then
+  components=("$@")
+fi
+# One build at a time: a second caller (the real-node test while hack/test.sh
+# still builds in the background) waits here and then finds the binaries.
+exec 9>"$OUT/.node.lock"
+flock 9
 missing=()
 for c in "${components[@]}"; do
   [ -x "$OUT/$c" ] || missing+=("$c")

@@ -15,6 +15,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { echo "envtest-v1.30: $*" >&2; }
 
 mkdir -p "$OUT"
+# One build at a time (hack/test.sh starts this one in the background).
+exec 8>"$OUT/.setup.lock"
+flock 8
 
 if [ ! -x "$OUT/etcd" ]; then
   newest="$("$HERE/setup.sh")"

@@ -12,6 +12,11 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { echo "envtest: $*" >&2; }
 
 mkdir -p "$OUT"
+# hack/test.sh builds some binaries in the background while tests that need
+# others run: one build at a time per cache folder, a second caller waits
+# and then finds the binaries there.
+exec 8>"$OUT/.setup.lock"
+flock 8
 
 if [ ! -x "$OUT/etcd" ]; then
   log "building etcd into $OUT (cold: ~4 min on 2 cores)"
