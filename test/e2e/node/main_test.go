@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -128,34 +129,14 @@ func setup(m *testing.M) (int, error) {
 			os.RemoveAll(workDir)
 		}
 	}()
-	binDir := os.Getenv("VM_DHCP_E2E_BIN")
-	if binDir != "" && !filepath.IsAbs(binDir) {
-		binDir = filepath.Join(root, binDir)
-	}
-	assets, err = PrepareAssets(ctx, workDir, binDir, []string{tag1, tag2})
-	if err != nil {
-		return 1, err
-	}
-	fmt.Fprintf(os.Stderr, "real node: assets ready in %s\n", time.Since(start).Round(time.Second))
-	progress := &strings.Builder{}
-	cluster, err = Start(ctx, Options{
-		WorkDir:    filepath.Join(workDir, "cluster"),
-		KubeBinDir: assets.KubeBinDir,
-		CNIBinDir:  assets.CNIBinDir,
-		Images:     assets.Images,
-		Netns:      fmt.Sprintf("%s%d", netnsPrefix, os.Getpid()),
-		Nodes:      []string{"node-a", "node-b"},
-		// The example NAD is on the mgmt cluster network: agents may run
-		// only on nodes attached to it.
-		NodeLabels: map[string]string{"network.harvesterhci.io/mgmt": "true"},
-		Progress:   progress,
-	})
-	if err != nil {
-		return 1, fmt.Errorf("start cluster: %w\n%s", err, progress)
-	}
-	defer cluster.Stop()
 	// Ctrl-C, SIGTERM, or the end of go test's -timeout (which panics
-	// without running deferred calls) still remove the cluster.
+	// without running deferred calls) still remove the cluster, also while
+	// it is being built (images imported, nodes starting): then Down removes
+	// whatever of it exists (processes in its cgroups, mounts, namespace).
+	netns := fmt.Sprintf("%s%d", netnsPrefix, os.Getpid())
+	clusterDir := filepath.Join(workDir, "cluster")
+	progress := &strings.Builder{}
+	var up atomic.Pointer[Cluster]
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	var watchdog <-chan time.Time
@@ -169,12 +150,43 @@ func setup(m *testing.M) (int, error) {
 		case <-watchdog:
 			fmt.Fprintf(os.Stderr, "real node: go test -timeout is 2 minutes away: removing the cluster\n--- cluster progress:\n%s\n", progress)
 		}
-		cluster.Stop()
+		cancel()
+		if c := up.Load(); c != nil {
+			c.Stop()
+		} else {
+			Down(clusterDir, netns)
+		}
 		if !keep {
 			os.RemoveAll(workDir)
 		}
 		os.Exit(1)
 	}()
+	binDir := os.Getenv("VM_DHCP_E2E_BIN")
+	if binDir != "" && !filepath.IsAbs(binDir) {
+		binDir = filepath.Join(root, binDir)
+	}
+	assets, err = PrepareAssets(ctx, workDir, binDir, []string{tag1, tag2})
+	if err != nil {
+		return 1, err
+	}
+	fmt.Fprintf(os.Stderr, "real node: assets ready in %s\n", time.Since(start).Round(time.Second))
+	cluster, err = Start(ctx, Options{
+		WorkDir:    clusterDir,
+		KubeBinDir: assets.KubeBinDir,
+		CNIBinDir:  assets.CNIBinDir,
+		Images:     assets.Images,
+		Netns:      netns,
+		Nodes:      []string{"node-a", "node-b"},
+		// The example NAD is on the mgmt cluster network: agents may run
+		// only on nodes attached to it.
+		NodeLabels: map[string]string{"network.harvesterhci.io/mgmt": "true"},
+		Progress:   progress,
+	})
+	if err != nil {
+		return 1, fmt.Errorf("start cluster: %w\n%s", err, progress)
+	}
+	up.Store(cluster)
+	defer cluster.Stop()
 	fmt.Fprintf(os.Stderr, "real node: cluster with 2 nodes Ready %s after the start\n", time.Since(start).Round(time.Second))
 	code := m.Run()
 	if code != 0 {
