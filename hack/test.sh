@@ -40,6 +40,9 @@ background() { # name, command...
   shift
   setsid nice -n 19 "$@" >"$bgdir/$name.log" 2>&1 &
   bgpids+=("$!")
+  # A new session is a new scheduler autogroup (kernel.sched_autogroup_enabled),
+  # whose share nice alone does not lower: the autogroup gets the nice too.
+  echo 19 >"/proc/$!/autogroup" 2>/dev/null || true
 }
 background v1.30 hack/envtest/setup-v1.30.sh
 
