@@ -38,11 +38,12 @@ trap 'for p in "${bgpids[@]}"; do kill -- -"$p" 2>/dev/null || true; done; rm -r
 background() { # name, command...
   local name="$1"
   shift
-  setsid nice -n 19 "$@" >"$bgdir/$name.log" 2>&1 &
+  # A new session is also a new scheduler autogroup (with
+  # kernel.sched_autogroup_enabled), which would get an equal share of the
+  # CPU whatever its processes' nice: the session lowers its own.
+  setsid bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' background "$@" \
+    >"$bgdir/$name.log" 2>&1 &
   bgpids+=("$!")
-  # A new session is a new scheduler autogroup (kernel.sched_autogroup_enabled),
-  # whose share nice alone does not lower: the autogroup gets the nice too.
-  echo 19 >"/proc/$!/autogroup" 2>/dev/null || true
 }
 background v1.30 hack/envtest/setup-v1.30.sh
 
