@@ -34,6 +34,9 @@ const ns = "vm-dhcp-system"
 var k8s client.Client
 
 func TestMain(m *testing.M) {
+	if testenv.NoTestSelected() { // hack/test.sh's compile step
+		os.Exit(m.Run())
+	}
 	env, err := testenv.New()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -51,17 +51,6 @@ func testTimeout() time.Duration {
 	return 0
 }
 
-// noTestSelected reports a run that selects no test: -run '^$' (how
-// hack/test.sh compiles every test binary) or -list.
-func noTestSelected() bool {
-	flag.Parse()
-	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
-		return true
-	}
-	f := flag.Lookup("test.run")
-	return f != nil && f.Value.String() == "^$"
-}
-
 func TestMain(m *testing.M) {
 	code, err := setup(m)
 	if err != nil {
@@ -78,7 +67,7 @@ func setup(m *testing.M) (int, error) {
 		fmt.Fprintln(os.Stderr, "real node: VM_DHCP_SKIP_REAL_NODE is set: skipped")
 		return m.Run(), nil
 	}
-	if noTestSelected() {
+	if testenv.NoTestSelected() {
 		// hack/test.sh compiles every test binary with -run '^$': starting
 		// a two-node cluster (minutes, under go test's default 10 min
 		// -timeout, beside the parallel compiles) would test nothing.
