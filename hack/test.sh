@@ -34,29 +34,42 @@ log="$bgdir/go-test.log"
 bgpids=()
 # Each background build is a session of its own, so that a failing run
 # stops the go build under it too.
-trap 'for p in "${bgpids[@]}"; do kill -- -"$p" 2>/dev/null || true; done; rm -rf "$bgdir"' EXIT
+stop_background() {
+  local rc=$?
+  for p in "${bgpids[@]}"; do kill -- -"$p" 2>/dev/null || true; done
+  if [ "$rc" != 0 ]; then
+    for f in "$bgdir"/*.log; do
+      [ -s "$f" ] && { echo "--- background build log $f"; tail -50 "$f"; }
+    done
+  fi
+  rm -rf "$bgdir"
+}
+trap stop_background EXIT
 background() { # name, command...
   local name="$1"
   shift
   # A new session is also a new scheduler autogroup (with
   # kernel.sched_autogroup_enabled), which would get an equal share of the
   # CPU whatever its processes' nice: the session lowers its own.
-  setsid bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' background "$@" \
+  setsid bash -c '{ echo 19 >/proc/self/autogroup; } 2>/dev/null; exec nice -n 19 "$@"' background "$@" \
     >"$bgdir/$name.log" 2>&1 &
   bgpids+=("$!")
 }
-background v1.30 hack/envtest/setup-v1.30.sh
 
 step "real node: kubectl now; kubelet, kube-controller-manager, kube-scheduler, kube-proxy in the background"
 # test/e2e/node (TestRealNode) runs the chart on real kubelets; developers
 # may skip it with VM_DHCP_SKIP_REAL_NODE=1, CI never does. It needs root
 # (CI is), and skips without it. Its TestMain runs hack/envtest/node.sh,
 # which waits for the background build.
+# One background job, the node binaries first (needed first): two Kubernetes
+# builds at once would split the idle CPU and double the memory.
 if [ -z "${VM_DHCP_SKIP_REAL_NODE:-}" ] && [ "$(id -u)" = 0 ]; then
   hack/envtest/node.sh kubectl >/dev/null
-  background node hack/envtest/node.sh
+  background builds bash -c 'hack/envtest/node.sh >/dev/null && hack/envtest/setup-v1.30.sh'
   # Its kubectl (same version as the cluster) comes first on the PATH.
   export PATH="$KUBEBUILDER_ASSETS:$PATH"
+else
+  background builds hack/envtest/setup-v1.30.sh
 fi
 
 step "generated files are up to date"
@@ -74,7 +87,6 @@ step "go test (unit, envtest integration, DHCP end-to-end)"
 # -p 1: packages run one at a time; the envtest and network-namespace suites
 # each start their own control plane and would starve each other on 2 cores.
 go test -count=1 -timeout 45m -p 1 ./... 2>&1 | tee "$log"
-if [ -s "$bgdir/node.log" ]; then cat "$bgdir/node.log"; fi
 
 step "CRDs, webhook and controller against kube-apiserver v1.30 (the oldest Kubernetes the chart supports)"
 # The same envtest suites on the oldest release of Chart.yaml's kubeVersion:
@@ -82,7 +94,7 @@ step "CRDs, webhook and controller against kube-apiserver v1.30 (the oldest Kube
 # The controller's multi-controller stress test stays on the newest only.
 # Waits for the background build (its log is shown), or builds it now.
 KUBEBUILDER_ASSETS_V130="$(hack/envtest/setup-v1.30.sh)"
-cat "$bgdir/v1.30.log"
+cat "$bgdir/builds.log"
 KUBEBUILDER_ASSETS="$KUBEBUILDER_ASSETS_V130" go test -count=1 -timeout 30m -p 1 \
   ./api/... ./webhook/... 2>&1 | tee -a "$log"
 KUBEBUILDER_ASSETS="$KUBEBUILDER_ASSETS_V130" go test -count=1 -timeout 30m -p 1 \

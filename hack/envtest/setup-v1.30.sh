@@ -20,7 +20,7 @@ exec 8>"$OUT/.setup.lock"
 flock 8
 
 if [ ! -x "$OUT/etcd" ]; then
-  newest="$("$HERE/setup.sh")"
+  newest="$(K8S_VERSION= "$HERE/setup.sh")"
   cp "$newest/etcd" "$OUT/etcd.tmp"
   mv "$OUT/etcd.tmp" "$OUT/etcd"
 fi

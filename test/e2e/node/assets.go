@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/vm-dhcp/vm-dhcp/internal/testenv"
 )
@@ -33,6 +34,9 @@ func ImageRef(component, tag string) string {
 func script(ctx context.Context, root string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "bash", args...)
 	cmd.Dir = root
+	// Cancelled, only bash is killed: a go build (or a flock waiting for
+	// hack/test.sh's background build) under it keeps the pipes open.
+	cmd.WaitDelay = 10 * time.Second
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

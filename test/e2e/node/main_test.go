@@ -126,6 +126,7 @@ func setup(m *testing.M) (int, error) {
 	clusterDir := filepath.Join(workDir, "cluster")
 	progress := &strings.Builder{}
 	var up atomic.Pointer[Cluster]
+	hostSysctlsBefore := readSysctls()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	var watchdog <-chan time.Time
@@ -144,6 +145,9 @@ func setup(m *testing.M) (int, error) {
 			c.Stop()
 		} else {
 			Down(clusterDir, netns)
+			// A kubelet may have started and set its kernel defaults:
+			// Down does not put them back, Stop would have.
+			restoreSysctls(hostSysctlsBefore)
 		}
 		if !keep {
 			os.RemoveAll(workDir)
@@ -198,6 +202,19 @@ func kubectl(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(assets.KubeBinDir, "kubectl"), append([]string{"--kubeconfig", cluster.Kubeconfig()}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// kubectlOut is kubectl's standard output alone, for a value the test
+// parses (a warning on standard error must not end up in it).
+func kubectlOut(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(assets.KubeBinDir, "kubectl"), append([]string{"--kubeconfig", cluster.Kubeconfig()}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out) + stderr.String(), err
+	}
+	return string(out), nil
 }
 
 // helm runs the real helm against the cluster.

@@ -143,7 +143,7 @@ spec:
 			// to it): its Scheduled event, from default-scheduler.
 			eventually(t, 30*time.Second, "Scheduled event of "+agent.Name, func() error {
 				evs, err := cs.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{
-					FieldSelector: "involvedObject.name=" + agent.Name + ",reason=Scheduled"})
+					FieldSelector: "involvedObject.uid=" + string(agent.UID) + ",reason=Scheduled"})
 				if err != nil {
 					return err
 				}
@@ -157,7 +157,7 @@ spec:
 			})
 			// The guest's MAC is the one the VirtualMachine object gives its
 			// NIC, read back from the apiserver.
-			out, err := kubectl(ctx, "get", "virtualmachines.kubevirt.io", "-n", "default", vmName,
+			out, err := kubectlOut(ctx, "get", "virtualmachines.kubevirt.io", "-n", "default", vmName,
 				"-o", "jsonpath={.spec.template.spec.domain.devices.interfaces[0].macAddress}")
 			if err != nil {
 				t.Fatalf("read the VirtualMachine's MAC: %v\n%s", err, out)
