@@ -16,7 +16,6 @@
 package ipam
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -116,15 +115,13 @@ type Grant struct {
 type Pool struct {
 	mu sync.RWMutex
 
-	prefix   netip.Prefix
-	start    uint32 // first address of the range
-	size     uint32 // number of addresses in the range
-	used     []uint64
-	blocked  []uint64 // network, broadcast, server, router, excluded
-	marks    map[uint32]string
-	owner    map[uint32]string // offset -> MAC
-	holder   map[uint32]string // offset -> holder identity, when known
-	byMAC    map[string]uint32 // MAC -> offset
+	prefix  netip.Prefix
+	start   uint32 // first address of the range
+	size    uint32 // number of addresses in the range
+	used    []uint64
+	blocked []uint64 // network, broadcast, server, router, excluded
+	marks   map[uint32]string
+	allocTable[uint32]
 	nUsed    int
 	nBlocked int
 	cursor   uint32 // no free address below this offset
@@ -172,10 +169,9 @@ func New(c Config) (*Pool, error) {
 		used:    make([]uint64, words),
 		blocked: make([]uint64, words),
 		marks:   map[uint32]string{},
-		owner:   map[uint32]string{},
-		holder:  map[uint32]string{},
-		byMAC:   map[string]uint32{},
 		quar:    make([]uint64, words),
+
+		allocTable: newAllocTable[uint32](),
 	}
 	p.rel = newQuarantineSet(c.Quarantine, c.LongerLeasesUntil, c.Now,
 		func(off uint32) { p.quar[off/64] |= 1 << (off % 64) },
@@ -349,14 +345,7 @@ func (p *Pool) AllocateFor(mac, holder string) (Grant, error) {
 // claim checks that the allocation at off may be answered to holder and
 // records holder when it was unknown.
 func (p *Pool) claim(off uint32, mac, holder string) error {
-	cur := p.holder[off]
-	switch {
-	case holderConflict(cur, holder):
-		return fmt.Errorf("allocate for %s: %w: it holds %s for %s", mac, ErrHeldByOther, addr(p.start+off), cur)
-	case cur == "" && holder != "":
-		p.holder[off] = holder
-	}
-	return nil
+	return p.claimFor(off, addr(p.start+off).String(), mac, holder)
 }
 
 // AllocateIP gives mac the address ip. Asking again for the address mac
@@ -406,20 +395,13 @@ func (p *Pool) AllocateIPFor(ip, mac, holder string) error {
 func (p *Pool) take(off uint32, mac, holder string) {
 	p.rel.remove(off)
 	p.used[off/64] |= 1 << (off % 64)
-	p.owner[off] = mac
-	if holder != "" {
-		p.holder[off] = holder
-	}
-	p.byMAC[mac] = off
+	p.addAlloc(off, mac, holder)
 	p.nUsed++
 }
 
 func (p *Pool) free(off uint32) {
-	mac := p.owner[off]
+	mac := p.removeAlloc(off)
 	p.used[off/64] &^= 1 << (off % 64)
-	delete(p.byMAC, mac)
-	delete(p.owner, off)
-	delete(p.holder, off)
 	p.nUsed--
 	if off < p.cursor {
 		p.cursor = off
@@ -461,8 +443,8 @@ func (p *Pool) ReleaseFor(mac, holder string) (string, error) {
 		return "", nil
 	}
 	ip := addr(p.start + off).String()
-	if cur := p.holder[off]; holderConflict(cur, holder) {
-		return "", fmt.Errorf("release %s of %s: %w: it holds it for %s", ip, mac, ErrHeldByOther, cur)
+	if err := p.releasableFor(off, ip, mac, holder); err != nil {
+		return "", err
 	}
 	p.free(off)
 	return ip, nil
@@ -475,10 +457,7 @@ func (p *Pool) ReleaseExact(ip, mac, holder string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	off, err := p.offset(ip)
-	if err != nil || !p.isSet(p.used, off) {
-		return false
-	}
-	if p.owner[off] != NormalizeMAC(mac) || p.holder[off] != holder {
+	if err != nil || !p.isExact(off, mac, holder) {
 		return false
 	}
 	p.free(off)
@@ -500,12 +479,10 @@ func (p *Pool) Holder(ip string) string {
 func (p *Pool) Holders() map[string]string {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	m := make(map[string]string, len(p.holder))
-	for off, h := range p.holder {
-		m[addr(p.start+off).String()] = h
-	}
-	return m
+	return p.holderMap(p.addrOf)
 }
+
+func (p *Pool) addrOf(off uint32) string { return addr(p.start + off).String() }
 
 // Quarantined returns the addresses still quarantined now, also those
 // blocked or outside the range since their release, each with Until set to
@@ -513,7 +490,7 @@ func (p *Pool) Holders() map[string]string {
 func (p *Pool) Quarantined() map[string]Released {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.rel.snapshot(func(off uint32) string { return addr(p.start + off).String() })
+	return p.rel.snapshot(p.addrOf)
 }
 
 // Quarantine is the pool's current quarantine (its lease time).
@@ -605,53 +582,15 @@ func (c Conflict) Error() string { return fmt.Sprintf("restore %s=%s: %v", c.IP,
 // not go to another MAC before then (should it become free again: the
 // exclude removed, the range grown back).
 func (p *Pool) Restore(allocated map[string]string) []Conflict {
-	type entry struct {
-		off uint32
-		ip  string
-		mac string
-	}
-	entries := make([]entry, 0, len(allocated))
-	var conflicts []Conflict
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for ip, mac := range allocated {
-		if mac == MarkExcluded || mac == MarkReserved {
-			continue
-		}
-		off, err := p.offset(ip)
-		if err != nil {
-			conflicts = append(conflicts, Conflict{IP: ip, MAC: mac, Err: err})
-			if a, ok := canon4(ip); ok {
-				p.rel.droppedOutside(a, NormalizeMAC(mac))
-			}
-			continue
-		}
-		entries = append(entries, entry{off, ip, NormalizeMAC(mac)})
-	}
-	// Sorting by offset makes "first wins" independent of map order.
-	slices.SortFunc(entries, func(a, b entry) int { return cmp.Compare(a.off, b.off) })
-	var dropped []entry
-	for _, e := range entries {
-		switch {
-		case p.isSet(p.blocked, e.off):
-			conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac, Err: ErrUnavailable})
-			dropped = append(dropped, e)
-		case p.isSet(p.used, e.off):
-			conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac, Err: fmt.Errorf("%w to MAC %s", ErrAllocated, p.owner[e.off])})
-		default:
-			if prev, dup := p.byMAC[e.mac]; dup {
-				conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac,
-					Err: fmt.Errorf("MAC already holds %s", addr(p.start+prev))})
-				dropped = append(dropped, e)
-				continue
-			}
-			p.take(e.off, e.mac, "")
-		}
-	}
-	// Its MAC gets it back (forMAC) only if it is not blocked.
-	for _, e := range dropped {
-		p.rel.released(e.off, e.mac)
-	}
+	conflicts := restoreAllocated(allocated, family[uint32]{
+		offsetOf: p.offset,
+		canon:    canon4,
+		addr:     p.addrOf,
+		blocked:  func(off uint32) bool { return p.isSet(p.blocked, off) },
+		take:     func(off uint32, mac string) { p.take(off, mac, "") },
+	}, &p.allocTable, &p.rel)
 	p.cursor = 0
 	return conflicts
 }
@@ -661,12 +600,7 @@ func (p *Pool) Restore(allocated map[string]string) []Conflict {
 func (p *Pool) RestoreHolders(holders map[string]string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for ip, h := range holders {
-		off, err := p.offset(ip)
-		if err == nil && h != "" && p.isSet(p.used, off) {
-			p.holder[off] = h
-		}
-	}
+	p.restoreHolderMap(holders, p.offset)
 }
 
 // RestoreQuarantine loads recorded quarantines (address -> release). Those

@@ -1,7 +1,6 @@
 package ipam
 
 import (
-	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -58,9 +57,7 @@ type Pool6 struct {
 	last   uint64 // offset of the last address of the range (end - start)
 	taken  []uint64
 	marks  map[uint64]string // blocked offsets (marks never change after New6)
-	owner  map[uint64]string // offset -> MAC
-	holder map[uint64]string // offset -> holder identity, when known
-	byMAC  map[string]uint64 // MAC -> offset
+	allocTable[uint64]
 
 	rel quarantineSet[uint64]
 	// nQuarFree counts the quarantined offsets that are not blocked: they
@@ -79,7 +76,7 @@ func New6(c Config6) (*Pool6, error) {
 	}
 	prefix = prefix.Masked()
 	p := &Pool6{prefix: prefix, hi: halves(prefix.Addr())[0],
-		marks: map[uint64]string{}, owner: map[uint64]string{}, holder: map[uint64]string{}, byMAC: map[string]uint64{}}
+		marks: map[uint64]string{}, allocTable: newAllocTable[uint64]()}
 	p.rel = newQuarantineSet(c.Quarantine, c.LongerLeasesUntil, c.Now,
 		func(off uint64) {
 			p.insert(off)
@@ -268,14 +265,10 @@ func (p *Pool6) AllocateFor(mac, holder string) (Grant, error) {
 // claim checks that the allocation at off may be answered to holder and
 // records holder when it was unknown.
 func (p *Pool6) claim(off uint64, mac, holder string) error {
-	switch cur := p.holder[off]; {
-	case holderConflict(cur, holder):
-		return fmt.Errorf("allocate for %s: %w: it holds %s for %s", mac, ErrHeldByOther, p.addr(off), cur)
-	case cur == "" && holder != "":
-		p.holder[off] = holder
-	}
-	return nil
+	return p.claimFor(off, p.addrOf(off), mac, holder)
 }
+
+func (p *Pool6) addrOf(off uint64) string { return p.addr(off).String() }
 
 // AllocateIP gives mac the address ip. Asking again for the address mac
 // already holds succeeds; asking for a second address for mac moves it.
@@ -323,19 +316,12 @@ func (p *Pool6) AllocateIPFor(ip, mac, holder string) error {
 func (p *Pool6) take(off uint64, mac, holder string) {
 	p.rel.remove(off)
 	p.insert(off)
-	p.owner[off] = mac
-	if holder != "" {
-		p.holder[off] = holder
-	}
-	p.byMAC[mac] = off
+	p.addAlloc(off, mac, holder)
 }
 
 // free releases the allocation at off and quarantines it for its MAC.
 func (p *Pool6) free(off uint64) {
-	mac := p.owner[off]
-	delete(p.byMAC, mac)
-	delete(p.owner, off)
-	delete(p.holder, off)
+	mac := p.removeAlloc(off)
 	p.rel.released(off, mac)
 	p.settle(off)
 }
@@ -372,9 +358,9 @@ func (p *Pool6) ReleaseFor(mac, holder string) (string, error) {
 	if !ok {
 		return "", nil
 	}
-	ip := p.addr(off).String()
-	if cur := p.holder[off]; holderConflict(cur, holder) {
-		return "", fmt.Errorf("release %s of %s: %w: it holds it for %s", ip, mac, ErrHeldByOther, cur)
+	ip := p.addrOf(off)
+	if err := p.releasableFor(off, ip, mac, holder); err != nil {
+		return "", err
 	}
 	p.free(off)
 	return ip, nil
@@ -387,10 +373,7 @@ func (p *Pool6) ReleaseExact(ip, mac, holder string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	off, err := p.offset(ip)
-	if err != nil {
-		return false
-	}
-	if owner, ok := p.owner[off]; !ok || owner != NormalizeMAC(mac) || p.holder[off] != holder {
+	if err != nil || !p.isExact(off, mac, holder) {
 		return false
 	}
 	p.free(off)
@@ -412,11 +395,7 @@ func (p *Pool6) Holder(ip string) string {
 func (p *Pool6) Holders() map[string]string {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	m := make(map[string]string, len(p.holder))
-	for off, h := range p.holder {
-		m[p.addr(off).String()] = h
-	}
-	return m
+	return p.holderMap(p.addrOf)
 }
 
 // Quarantined returns the addresses still quarantined now, also those
@@ -425,7 +404,7 @@ func (p *Pool6) Holders() map[string]string {
 func (p *Pool6) Quarantined() map[string]Released {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.rel.snapshot(func(off uint64) string { return p.addr(off).String() })
+	return p.rel.snapshot(p.addrOf)
 }
 
 // Quarantine is the pool's current quarantine (its valid lifetime).
@@ -512,54 +491,15 @@ func (p *Pool6) Allocated() map[string]string {
 // and a dropped entry is quarantined for its MAC as if released now (its
 // guest keeps using the address until its valid lifetime ends).
 func (p *Pool6) Restore(allocated map[string]string) []Conflict {
-	type entry struct {
-		off uint64
-		ip  string
-		mac string
-	}
-	entries := make([]entry, 0, len(allocated))
-	var conflicts []Conflict
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for ip, mac := range allocated {
-		if mac == MarkExcluded || mac == MarkReserved {
-			continue
-		}
-		off, err := p.offset(ip)
-		if err != nil {
-			conflicts = append(conflicts, Conflict{IP: ip, MAC: mac, Err: err})
-			if a, ok := canon6(ip); ok {
-				p.rel.droppedOutside(a, NormalizeMAC(mac))
-			}
-			continue
-		}
-		entries = append(entries, entry{off, ip, NormalizeMAC(mac)})
-	}
-	slices.SortFunc(entries, func(a, b entry) int { return cmp.Compare(a.off, b.off) })
-	var dropped []entry
-	for _, e := range entries {
-		owner, used := p.owner[e.off]
-		switch {
-		case used:
-			conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac, Err: fmt.Errorf("%w to MAC %s", ErrAllocated, owner)})
-		case p.blocked(e.off):
-			conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac, Err: ErrUnavailable})
-			dropped = append(dropped, e)
-		default:
-			if prev, dup := p.byMAC[e.mac]; dup {
-				conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac,
-					Err: fmt.Errorf("MAC already holds %s", p.addr(prev))})
-				dropped = append(dropped, e)
-				continue
-			}
-			p.take(e.off, e.mac, "")
-		}
-	}
-	// Its MAC gets it back (forMAC) only if it is not blocked.
-	for _, e := range dropped {
-		p.rel.released(e.off, e.mac)
-	}
-	return conflicts
+	return restoreAllocated(allocated, family[uint64]{
+		offsetOf: p.offset,
+		canon:    canon6,
+		addr:     p.addrOf,
+		blocked:  p.blocked,
+		take:     func(off uint64, mac string) { p.take(off, mac, "") },
+	}, &p.allocTable, &p.rel)
 }
 
 // RestoreHolders records the holders of restored allocations (address ->
@@ -567,12 +507,7 @@ func (p *Pool6) Restore(allocated map[string]string) []Conflict {
 func (p *Pool6) RestoreHolders(holders map[string]string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for ip, h := range holders {
-		off, err := p.offset(ip)
-		if _, used := p.owner[off]; err == nil && h != "" && used {
-			p.holder[off] = h
-		}
-	}
+	p.restoreHolderMap(holders, p.offset)
 }
 
 // RestoreQuarantine loads recorded quarantines (address -> release) with

@@ -288,10 +288,3 @@ func ceilSecond(t time.Time) time.Time {
 	}
 	return t
 }
-
-// holderConflict reports whether an allocation recorded for cur may not be
-// answered to (or released for) holder: both known and different. An empty
-// holder, given or recorded, matches any.
-func holderConflict(cur, holder string) bool {
-	return holder != "" && cur != "" && cur != holder
-}
