@@ -51,7 +51,7 @@ func TestReleaseDualOpIPv6OnlyChecksOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := &v1alpha1.IPPool{}
+	pool := ipv6OnlyPool("ns", "p", "ns/net", "fd00::10", "fd00::20", 3600)
 	const mac = "02:00:00:00:00:01"
 	var g, g6 ipam.Grant
 	if err := AllocateDualOp(mac, "owner-a", "", "", &g, &g6)(pool, nil, am6); err != nil || g6.IP != "fd00::10" {
