@@ -356,3 +356,28 @@ func TestDroppedIPv6AllocationReportedAndQuarantined(t *testing.T) {
 	waitVMNetCfg(t, types.NamespacedName{Namespace: ns, Name: "c"}, "c allocated another address",
 		allocated6Is(corev1.ConditionTrue, ReasonAllocated, "02:00:00:00:00:0c", "fd00:100::12", v1alpha1.StateAllocated))
 }
+
+// The same drop on a running pool (the webhook bypassed): the VMNetCfg is
+// woken and allocated again at once, and says so.
+func TestDroppedIPv6AllocationOnRunningPoolIsReallocated(t *testing.T) {
+	startController(t, managerOpts{sweep: time.Hour})
+	ns := newNamespace(t)
+	createNAD(t, ns, "net", nil)
+	net := ns + "/net"
+	pool := ipv6OnlyPool(ns, "pool", net, "fd00:100::10", "fd00:100::12", 3600)
+	create(t, pool)
+	pk := client.ObjectKeyFromObject(pool)
+	waitPoolCondition(t, pk, v1alpha1.CacheReady, corev1.ConditionTrue)
+	const macA = "02:00:00:00:00:0a"
+	create(t, newVMNetCfg(ns, "a", nic(net, macA)))
+	ak := types.NamespacedName{Namespace: ns, Name: "a"}
+	waitVMNetCfg(t, ak, "a allocated", allocated6Is(corev1.ConditionTrue, ReasonAllocated, macA, "fd00:100::10", v1alpha1.StateAllocated))
+	eventually(t, 10*time.Second, "exclude fd00:100::10", func() error {
+		p := getPool(t, pk)
+		p.Spec.IPv6Config.Pool.Exclude = []v1alpha1.IPv6Address{"fd00:100::10"}
+		return k8s.Update(context.Background(), p)
+	})
+	waitVMNetCfg(t, ak, "a reallocated", allocated6Is(corev1.ConditionTrue, ReasonReallocated, macA, "fd00:100::11", v1alpha1.StateAllocated))
+	eventually(t, 10*time.Second, "vmnetcfg event", func() error { return hasEvent(ns, "a", ReasonAllocationDropped, "fd00:100::11") })
+	waitPoolCondition(t, pk, v1alpha1.AllocationsDropped, corev1.ConditionTrue)
+}
