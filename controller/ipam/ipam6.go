@@ -159,12 +159,6 @@ func (p *Pool6) offset(ip string) (uint64, error) {
 	return h[1] - p.start, nil
 }
 
-// isTaken reports whether off is allocated or blocked.
-func (p *Pool6) isTaken(off uint64) bool {
-	_, ok := slices.BinarySearch(p.taken, off)
-	return ok
-}
-
 func (p *Pool6) insert(off uint64) {
 	if i, ok := slices.BinarySearch(p.taken, off); !ok {
 		p.taken = slices.Insert(p.taken, i, off)
