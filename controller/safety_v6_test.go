@@ -211,6 +211,9 @@ func TestSweepSparesSameMACRecreatedIPv6(t *testing.T) {
 			deleteAndWait(t, b)
 			eventually(t, 10*time.Second, "inject a leaked entry", func() error {
 				p := getPool(t, pk)
+				if p.Status.IPv6.Allocated == nil {
+					p.Status.IPv6.Allocated = map[string]string{}
+				}
 				p.Status.IPv6.Allocated["fd00:100::15"] = "02:00:00:00:00:ff"
 				if !dual {
 					p.Status.IPv6.Owners = map[string]string{"fd00:100::15": "gone"}
