@@ -79,6 +79,9 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (int, error) {
 		var freed []string
 		err := s.Store.DoDual(ctx, key, func(_ *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
 			freed = freed[:0] // the op is applied again after a write conflict
+			// IPv6 first: in a dual-stack pool it compares with the IPv4
+			// owner as it is before this sweep releases anything.
+			freed = append(freed, releaseOrphans6(am, am6, orphans6)...)
 			for _, o := range orphans {
 				if am == nil { // IPv6-only pool: no IPv4 entries to release
 					break
@@ -87,7 +90,6 @@ func (s *OrphanSweeper) Sweep(ctx context.Context) (int, error) {
 					freed = append(freed, o.IP+"="+o.MAC)
 				}
 			}
-			freed = append(freed, releaseOrphans6(am6, orphans6)...)
 			return nil
 		})
 		if err != nil {

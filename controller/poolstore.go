@@ -308,14 +308,22 @@ func buildIPAM(pool *v1alpha1.IPPool, now func() time.Time) (*ipam.Pool, []ipam.
 	}
 	dropped := am.Restore(st.Allocated)
 	am.RestoreHolders(st.Owners)
-	rel := make(map[string]ipam.Released, len(st.Released))
-	for ip, r := range st.Released {
+	am.RestoreQuarantine(restoredReleases(st.Released, st.LeaseTime))
+	return am, dropped, nil
+}
+
+// restoredReleases reads the quarantines of status.ipv4.released or
+// status.ipv6.released, written under the lease time (IPv6: valid
+// lifetime) recorded beside them.
+func restoredReleases(released map[string]v1alpha1.ReleasedAddress, recorded *int64) map[string]ipam.Released {
+	rel := make(map[string]ipam.Released, len(released))
+	for ip, r := range released {
 		// The lease the entry counts from: its own, else the one the
 		// status was written under (else, in a status written by an older
 		// version, the IPAM takes the current one).
 		lease := r.Lease
 		if lease == nil {
-			lease = st.LeaseTime
+			lease = recorded
 		}
 		var until time.Time
 		if lease != nil {
@@ -323,8 +331,7 @@ func buildIPAM(pool *v1alpha1.IPPool, now func() time.Time) (*ipam.Pool, []ipam.
 		}
 		rel[ip] = ipam.Released{MAC: r.MAC, At: r.At.Time, Until: until}
 	}
-	am.RestoreQuarantine(rel)
-	return am, dropped, nil
+	return rel
 }
 
 // leaseTime is the lease the pool's agent gives: a released address may be
@@ -355,12 +362,19 @@ func longerLeasesUntil(pool *v1alpha1.IPPool, now time.Time) time.Time {
 	if st == nil {
 		return time.Time{}
 	}
+	return longerUntil(st.LeaseTime, st.LongerLeasesUntil, leaseTime(pool), now)
+}
+
+// longerUntil is longerLeasesUntil for either family: recorded and
+// recordedUntil are the lease time (IPv6: valid lifetime) and the
+// longerLeasesUntil the status was written with, current the spec's.
+func longerUntil(recorded *int64, recordedUntil *metav1.Time, current time.Duration, now time.Time) time.Time {
 	var until time.Time
-	if st.LongerLeasesUntil != nil {
-		until = st.LongerLeasesUntil.Time
+	if recordedUntil != nil {
+		until = recordedUntil.Time
 	}
-	if st.LeaseTime != nil {
-		if prev := time.Duration(*st.LeaseTime) * time.Second; prev > leaseTime(pool) && now.Add(prev+agentLagMargin).After(until) {
+	if recorded != nil {
+		if prev := time.Duration(*recorded) * time.Second; prev > current && now.Add(prev+agentLagMargin).After(until) {
 			until = now.Add(prev + agentLagMargin)
 		}
 	}
@@ -574,27 +588,42 @@ func fillIPv4(pool *v1alpha1.IPPool, am *ipam.Pool) {
 		st.Owners = h
 	}
 	lt := int64(am.Quarantine() / time.Second)
-	if q := am.Quarantined(); len(q) > 0 {
-		st.Released = make(map[string]v1alpha1.ReleasedAddress, len(q))
-		for ip, r := range q {
-			// Whole seconds, as the status stores them (the IPAM keeps its
-			// times so): a rebuilt IPAM compares equal to the one that
-			// wrote it. The lease is written only when it is longer than
-			// the status's leaseTime: the common entry stays small.
-			e := v1alpha1.ReleasedAddress{MAC: r.MAC, At: metav1.NewTime(r.At.Truncate(time.Second))}
-			if lease := int64(ceilSecond(r.Until).Sub(e.At.Time) / time.Second); lease > lt {
-				e.Lease = &lease
-			}
-			st.Released[ip] = e
-		}
-	}
+	st.Released = releasedStatus(am.Quarantined(), lt)
 	// The lease time in force, so that a rebuild under a lower one knows
 	// that longer leases may still run (longerLeasesUntil).
 	st.LeaseTime = &lt
-	if u := am.LongerLeasesUntil(); !u.IsZero() {
-		st.LongerLeasesUntil = &metav1.Time{Time: ceilSecond(u)}
-	}
+	st.LongerLeasesUntil = longerStatus(am.LongerLeasesUntil())
 	pool.Status.IPv4 = st
+}
+
+// releasedStatus is the status form of an IPAM's quarantines (nil when
+// there are none), written under the lease time (IPv6: valid lifetime) lt
+// in seconds.
+func releasedStatus(q map[string]ipam.Released, lt int64) map[string]v1alpha1.ReleasedAddress {
+	if len(q) == 0 {
+		return nil
+	}
+	out := make(map[string]v1alpha1.ReleasedAddress, len(q))
+	for ip, r := range q {
+		// Whole seconds, as the status stores them (the IPAM keeps its
+		// times so): a rebuilt IPAM compares equal to the one that wrote
+		// it. The lease is written only when it is longer than the
+		// status's lease time: the common entry stays small.
+		e := v1alpha1.ReleasedAddress{MAC: r.MAC, At: metav1.NewTime(r.At.Truncate(time.Second))}
+		if lease := int64(ceilSecond(r.Until).Sub(e.At.Time) / time.Second); lease > lt {
+			e.Lease = &lease
+		}
+		out[ip] = e
+	}
+	return out
+}
+
+// longerStatus is the status form of an IPAM's LongerLeasesUntil.
+func longerStatus(u time.Time) *metav1.Time {
+	if u.IsZero() {
+		return nil
+	}
+	return &metav1.Time{Time: ceilSecond(u)}
 }
 
 // ceilSecond rounds t up to a whole second.

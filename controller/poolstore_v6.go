@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -56,44 +58,87 @@ func noIPv4() *ipam.Pool {
 }
 
 // buildIPAMs builds both halves of a pool's IPAM from its spec and restores
-// the allocations of its status: for IPv4 also their owners and the
-// quarantined addresses. It returns the recorded IPv4 allocations it could
-// not keep (reported and reallocated by the store); IPv6 ones are logged
-// and dropped.
+// the allocations of its status, their owners and the quarantined
+// addresses. It returns the recorded allocations of either family it could
+// not keep (quarantined for their MAC, reported and reallocated by the
+// store).
 func (s *PoolStore) buildIPAMs(key types.NamespacedName, pool *v1alpha1.IPPool) (*ipam.Pool, *ipam.Pool6, []ipam.Conflict, error) {
+	am, am6, dropped, err := buildPoolIPAMs(pool, s.now)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("build IPAM of pool %s: %w", key, err)
+	}
+	if bad := am.IgnoredExclude(); len(bad) > 0 {
+		// Admitted by Harvester (and, with a warning, by our webhook).
+		s.log.Info("exclude entries that are no address ignored", "ippool", key, "entries", bad)
+	}
+	for _, c := range dropped {
+		// Kept out of the IPAM's allocations, and so out of the next
+		// status write (quarantined for its MAC instead): the entry
+		// cannot be honoured (e.g. the address is now excluded).
+		// Reported on the pool with that write, and its VMNetCfg is
+		// allocated again (OnDropped).
+		s.log.Info("recorded allocation dropped", "ippool", key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
+	}
+	return am, am6, dropped, nil
+}
+
+// buildPoolIPAMs is buildIPAMs without the logging (also used by
+// RebuiltObjectBytes, so that the webhook's estimate is the controller's
+// rebuild). am is noIPv4() for an IPv6-only pool, am6 nil without
+// spec.ipv6Config.
+func buildPoolIPAMs(pool *v1alpha1.IPPool, now func() time.Time) (*ipam.Pool, *ipam.Pool6, []ipam.Conflict, error) {
 	am := noIPv4()
 	var dropped []ipam.Conflict
 	if pool.HasIPv4() {
 		var err error
-		if am, dropped, err = buildIPAM(pool, s.now); err != nil {
-			return nil, nil, nil, fmt.Errorf("build IPAM of pool %s: %w", key, err)
-		}
-		if bad := am.IgnoredExclude(); len(bad) > 0 {
-			// Admitted by Harvester (and, with a warning, by our webhook).
-			s.log.Info("exclude entries that are no address ignored", "ippool", key, "entries", bad)
-		}
-		for _, c := range dropped {
-			// Kept out of the IPAM's allocations, and so out of the next
-			// status write (quarantined for its MAC instead): the entry
-			// cannot be honoured (e.g. the address is now excluded).
-			// Reported on the pool with that write, and its VMNetCfg is
-			// allocated again (OnDropped).
-			s.log.Info("recorded allocation dropped", "ippool", key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
+		if am, dropped, err = buildIPAM(pool, now); err != nil {
+			return nil, nil, nil, err
 		}
 	}
 	if !pool.HasIPv6() {
 		return am, nil, dropped, nil
 	}
-	am6, err := ipam.New6(ipamConfig6(pool.Spec.IPv6Config))
+	am6, dropped6, err := buildIPAM6(pool, now)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("build IPv6 IPAM of pool %s: %w", key, err)
+		return nil, nil, nil, fmt.Errorf("ipv6: %w", err)
 	}
-	if pool.Status.IPv6 != nil {
-		for _, c := range am6.Restore(pool.Status.IPv6.Allocated) {
-			s.log.Info("recorded IPv6 allocation dropped", "ippool", key, "ip", c.IP, "mac", c.MAC, "reason", c.Err.Error())
-		}
+	return am, am6, append(dropped, dropped6...), nil
+}
+
+// buildIPAM6 is buildIPAM for the IPv6 half: the quarantine is the valid
+// lifetime (how long a client may use its address after the last reply),
+// and status.ipv6.validLifetime / longerLeasesUntil play the part of
+// status.ipv4.leaseTime / longerLeasesUntil.
+func buildIPAM6(pool *v1alpha1.IPPool, now func() time.Time) (*ipam.Pool6, []ipam.Conflict, error) {
+	cfg := ipamConfig6(pool.Spec.IPv6Config)
+	cfg.Quarantine, cfg.Now = validLifetime(pool), now
+	st := pool.Status.IPv6
+	if st != nil {
+		cfg.LongerLeasesUntil = longerUntil(st.ValidLifetime, st.LongerLeasesUntil, cfg.Quarantine, now())
 	}
-	return am, am6, dropped, nil
+	am6, err := ipam.New6(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if st == nil {
+		return am6, nil, nil
+	}
+	dropped := am6.Restore(st.Allocated)
+	am6.RestoreHolders(st.Owners)
+	am6.RestoreQuarantine(restoredReleases(st.Released, st.ValidLifetime))
+	return am6, dropped, nil
+}
+
+// validLifetime is the valid lifetime the pool's agent gives (at most; see
+// poolwatch.FromIPPool6): a released IPv6 address may be in use that long
+// after the last reply to its client. Lifetimes the agent would not serve
+// (refused by the webhook) fall back to the defaults, as in the agent.
+func validLifetime(pool *v1alpha1.IPPool) time.Duration {
+	pref, valid := pool.Spec.IPv6Config.Lifetimes()
+	if pref <= 0 || valid <= 0 || pref > valid {
+		valid = v1alpha1.DefaultValidLifetime
+	}
+	return time.Duration(valid) * time.Second
 }
 
 // fillPoolStatus writes both halves' allocations, marks and counts into the
@@ -107,7 +152,21 @@ func fillPoolStatus(pool *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) {
 		pool.Status.IPv6 = nil
 		return
 	}
-	pool.Status.IPv6 = &v1alpha1.IPv6Status{Allocated: am6.Allocated(), Used: am6.Used(), Available: am6.Available()}
+	fillIPv6(pool, am6)
+}
+
+// fillIPv6 is fillIPv4 for status.ipv6. Owners are recorded only where
+// the IPv6 half has them (an IPv6-only pool; see AllocateDualOp).
+func fillIPv6(pool *v1alpha1.IPPool, am6 *ipam.Pool6) {
+	st := &v1alpha1.IPv6Status{Allocated: am6.Allocated(), Used: am6.Used(), Available: am6.Available()}
+	if h := am6.Holders(); len(h) > 0 {
+		st.Owners = h
+	}
+	vl := int64(am6.Quarantine() / time.Second)
+	st.Released = releasedStatus(am6.Quarantined(), vl)
+	st.ValidLifetime = &vl
+	st.LongerLeasesUntil = longerStatus(am6.LongerLeasesUntil())
+	pool.Status.IPv6 = st
 }
 
 func ipamConfig6(c *v1alpha1.IPv6Config) ipam.Config6 {
@@ -120,16 +179,19 @@ func ipamConfig6(c *v1alpha1.IPv6Config) ipam.Config6 {
 
 // AllocateDualOp gives mac an address in each half of the pool for owner
 // (the VMNetCfg's UID), with the rules of AllocateOp per family: the
-// requested one, else the one recorded, else the lowest free. A family that
-// fails keeps nothing for mac (as the op found it) and its error is
-// returned, joined with the other's. The IPv6 half records no owner (see
-// docs/dual-stack.md): when the IPv4 half refuses mac because it holds an
-// address for another owner, the IPv6 half is not touched either, so this
-// NIC is not shown the other VMNetCfg's IPv6 address. Run it with
-// DoDualAllocate.
-func AllocateDualOp(mac, owner, want4, want6 string, got4 *ipam.Grant, got6 *string) DualOp {
+// requested one, else the one recorded, else one mac released recently,
+// else the lowest free one not quarantined (else, reported in the Grant's
+// Early, the quarantined one ending first). A family that fails keeps
+// nothing for mac (as the op found it) and its error is returned, joined
+// with the other's. In an IPv6-only pool the IPv6 half records owner
+// (status.ipv6.owners); in a dual-stack pool it records none and follows
+// the IPv4 owner check (one owner per NIC, recorded once): when the IPv4
+// half refuses mac because it holds an address for another owner, the IPv6
+// half is not touched either, so this NIC is not shown the other
+// VMNetCfg's IPv6 address. Run it with DoDualAllocate.
+func AllocateDualOp(mac, owner, want4, want6 string, got4, got6 *ipam.Grant) DualOp {
 	return func(pool *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
-		*got4, *got6 = ipam.Grant{}, ""
+		*got4, *got6 = ipam.Grant{}, ipam.Grant{}
 		var err4, err6 error
 		switch {
 		case am != nil:
@@ -137,14 +199,18 @@ func AllocateDualOp(mac, owner, want4, want6 string, got4 *ipam.Grant, got6 *str
 		case want4 != "":
 			err4 = fmt.Errorf("allocate %s for %s: %w (IPv6-only)", want4, mac, ErrNoFamily)
 		}
+		owner6 := owner
+		if am != nil {
+			owner6 = ""
+		}
 		switch {
 		case errors.Is(err4, ipam.ErrHeldByOther):
 		case am6 != nil && want6 != "":
-			if err6 = am6.AllocateIP(want6, mac); err6 == nil {
-				*got6, _ = am6.Lookup(mac)
+			if err6 = am6.AllocateIPFor(want6, mac, owner6); err6 == nil {
+				got6.IP, _ = am6.Lookup(mac)
 			}
 		case am6 != nil:
-			*got6, err6 = am6.Allocate(mac)
+			*got6, err6 = am6.AllocateFor(mac, owner6)
 		case want6 != "":
 			err6 = fmt.Errorf("allocate %s for %s: %w (no spec.ipv6Config)", want6, mac, ErrNoFamily)
 		}
@@ -152,21 +218,27 @@ func AllocateDualOp(mac, owner, want4, want6 string, got4 *ipam.Grant, got6 *str
 	}
 }
 
-// ReleaseDualOp frees the addresses mac holds for owner. The IPv4 one is
-// released only if held for owner (ReleaseOp). The IPv6 half records no
-// owner: its address is kept when the IPv4 half shows that mac holds an
-// address for another VMNetCfg, and released otherwise.
+// ReleaseDualOp frees the addresses mac holds for owner; one mac holds
+// for another owner (another VMNetCfg with the same MAC) is not this
+// release's to free, and is left alone. In a dual-stack pool the IPv6 half
+// follows the IPv4 owner: its address is kept when the IPv4 half shows
+// that mac holds an address for another VMNetCfg. In an IPv6-only pool the
+// IPv6 half checks its own owner.
 func ReleaseDualOp(mac, owner string) DualOp {
 	return func(_ *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
+		owner6 := owner
 		if am != nil {
 			if _, err := am.ReleaseFor(mac, owner); errors.Is(err, ipam.ErrHeldByOther) {
 				return nil
 			} else if err != nil {
 				return err
 			}
+			owner6 = ""
 		}
 		if am6 != nil {
-			am6.ReleaseMAC(mac)
+			if _, err := am6.ReleaseFor(mac, owner6); err != nil && !errors.Is(err, ipam.ErrHeldByOther) {
+				return err
+			}
 		}
 		return nil
 	}
@@ -197,6 +269,15 @@ func (s *PoolStore) IPAM6(key types.NamespacedName) (*ipam.Pool6, bool) {
 	ps.mu.RLock()
 	defer ps.mu.RUnlock()
 	return ps.am6, ps.am6 != nil
+}
+
+// canonicalIPv6 is ip in the form the IPAM records (RFC 5952), or ip as it
+// is when it is no address.
+func canonicalIPv6(ip string) string {
+	if a, err := netip.ParseAddr(ip); err == nil {
+		return a.String()
+	}
+	return ip
 }
 
 // wantIPv6 is the IPv6 address a NIC asks for, or "".

@@ -22,14 +22,13 @@ func TestDualOpsFollowIPv4Owner(t *testing.T) {
 	}
 	pool := &v1alpha1.IPPool{}
 	const mac = "02:00:00:00:00:01"
-	var g ipam.Grant
-	var ip6 string
-	if err := AllocateDualOp(mac, "owner-a", "", "", &g, &ip6)(pool, am, am6); err != nil || g.IP == "" || ip6 == "" {
-		t.Fatalf("allocate for a: %v (%q, %q)", err, g.IP, ip6)
+	var g, g6 ipam.Grant
+	if err := AllocateDualOp(mac, "owner-a", "", "", &g, &g6)(pool, am, am6); err != nil || g.IP == "" || g6.IP == "" {
+		t.Fatalf("allocate for a: %v (%q, %q)", err, g.IP, g6.IP)
 	}
-	first6 := ip6
-	if err := AllocateDualOp(mac, "owner-b", "", "", &g, &ip6)(pool, am, am6); !errors.Is(err, ipam.ErrHeldByOther) || ip6 != "" {
-		t.Fatalf("allocate for b: err %v, ipv6 %q; want ErrHeldByOther and no IPv6 address", err, ip6)
+	first6 := g6.IP
+	if err := AllocateDualOp(mac, "owner-b", "", "", &g, &g6)(pool, am, am6); !errors.Is(err, ipam.ErrHeldByOther) || g6.IP != "" {
+		t.Fatalf("allocate for b: err %v, ipv6 %q; want ErrHeldByOther and no IPv6 address", err, g6.IP)
 	}
 	if err := ReleaseDualOp(mac, "owner-b")(pool, am, am6); err != nil {
 		t.Fatal(err)

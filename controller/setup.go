@@ -206,11 +206,13 @@ func lifecycleChanged() predicate.Predicate {
 
 // poolMayFreeAddresses passes pool events after which a VMNetCfg that is
 // waiting may now get its address: creation, deletion, spec changes
-// (unpause) and a rise of the available count.
+// (unpause) and a rise of the available count of either family.
 func poolMayFreeAddresses() predicate.Predicate {
 	return predicate.Or[client.Object](lifecycleChanged(), predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		o, n := e.ObjectOld.(*v1alpha1.IPPool), e.ObjectNew.(*v1alpha1.IPPool)
-		return n.Status.IPv4 != nil && (o.Status.IPv4 == nil || n.Status.IPv4.Available > o.Status.IPv4.Available)
+		rose4 := n.Status.IPv4 != nil && (o.Status.IPv4 == nil || n.Status.IPv4.Available > o.Status.IPv4.Available)
+		rose6 := n.Status.IPv6 != nil && (o.Status.IPv6 == nil || n.Status.IPv6.Available > o.Status.IPv6.Available)
+		return rose4 || rose6
 	}})
 }
 

@@ -14,18 +14,16 @@ import (
 // excluded) are dropped and quarantined for their MAC, which makes the
 // status larger. The webhook refuses a spec update whose rebuilt pool would
 // not fit in etcd, since every later status write (releases included)
-// would fail. It computes what the controller's rebuild computes (buildIPAM,
-// fillIPv4), so the two cannot disagree.
+// would fail. It computes what the controller's rebuild computes, both
+// halves (buildPoolIPAMs, fillPoolStatus), so the two cannot disagree.
 func RebuiltObjectBytes(old, pool *v1alpha1.IPPool, now time.Time) (int, error) {
 	p := pool.DeepCopy()
 	p.Status = *old.Status.DeepCopy()
-	if p.HasIPv4() {
-		am, _, err := buildIPAM(p, func() time.Time { return now })
-		if err != nil {
-			return 0, fmt.Errorf("rebuild IPAM of pool %s/%s: %w", pool.Namespace, pool.Name, err)
-		}
-		fillIPv4(p, am)
+	am, am6, _, err := buildPoolIPAMs(p, func() time.Time { return now })
+	if err != nil {
+		return 0, fmt.Errorf("rebuild IPAM of pool %s/%s: %w", pool.Namespace, pool.Name, err)
 	}
+	fillPoolStatus(p, am, am6)
 	b, err := json.Marshal(p)
 	if err != nil {
 		return 0, fmt.Errorf("encode pool %s/%s: %w", pool.Namespace, pool.Name, err)

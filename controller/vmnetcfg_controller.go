@@ -170,7 +170,7 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 		return ReasonNoIPPool, fmt.Sprintf("network %s has no IPPool", k.network), "", nil
 	}
 	poolKey := types.NamespacedName{Namespace: pool.Namespace, Name: pool.Name}
-	prev := st.AllocatedIPAddress
+	prev, prev6 := st.AllocatedIPAddress, st.AllocatedIPv6Address
 	if pool.IsPaused() || vnc.IsPaused() {
 		// The address stays recorded for the MAC in the pool (so it is not
 		// handed to anyone else and comes back on unpause); the NIC is
@@ -181,9 +181,16 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 			return "", "", "", err
 		}
 		st.AllocatedIPv6Address = ip6
+		var lost []string
 		if prev != "" && (!found || ip != prev) {
 			st.AllocatedIPAddress = ""
-			msg := fmt.Sprintf("address %s of %s was dropped from ippool %s; a new one is allocated when the NIC and the pool are unpaused", prev, nc.MACAddress, poolKey)
+			lost = append(lost, prev)
+		}
+		if prev6 != "" && ip6 != prev6 {
+			lost = append(lost, prev6)
+		}
+		if len(lost) > 0 {
+			msg := fmt.Sprintf("address %s of %s was dropped from ippool %s; a new one is allocated when the NIC and the pool are unpaused", strings.Join(lost, " and "), nc.MACAddress, poolKey)
 			if pool.IsPaused() {
 				return ReasonAllocationDropped, msg, "", nil
 			}
@@ -208,30 +215,41 @@ func (r *VMNetCfgReconciler) allocate(ctx context.Context, vnc *v1alpha1.Virtual
 			want = a.String()
 		}
 	}
-	var g ipam.Grant
-	var ip6 string
-	err = r.Store.DoDualAllocate(ctx, poolKey, AllocateDualOp(k.mac, ownerToken(vnc.UID), want, wantIPv6(nc), &g, &ip6))
+	var g, g6 ipam.Grant
+	want6 := wantIPv6(nc)
+	err = r.Store.DoDualAllocate(ctx, poolKey, AllocateDualOp(k.mac, ownerToken(vnc.UID), want, want6, &g, &g6))
 	if !errors.Is(err, ErrStatusTooLarge) {
-		// The op ran: ip6 is what the pool now records for this NIC ("" when
-		// that half failed or the MAC is another VMNetCfg's).
-		st.AllocatedIPv6Address = ip6
+		// The op ran: g6.IP is what the pool now records for this NIC (""
+		// when that half failed or the MAC is another VMNetCfg's).
+		st.AllocatedIPv6Address = g6.IP
 	}
 	// A family that succeeded is reported even when the other failed.
-	note := ""
-	if g.IP != "" {
-		st.AllocatedIPAddress = g.IP
-		if g.Early != nil {
-			msg := fmt.Sprintf("ippool %s has no other free address: gave %s to %s, released by %s at %s, before the lease time passed",
-				poolKey, g.IP, nc.MACAddress, g.Early.MAC, g.Early.At.UTC().Format(time.RFC3339))
+	var notes []string
+	for _, f := range []struct {
+		g          ipam.Grant
+		prev, want string
+		lifetime   string
+	}{{g, prev, want, "lease time"}, {g6, prev6, canonicalIPv6(want6), "valid lifetime"}} {
+		if f.g.IP == "" {
+			continue
+		}
+		if f.g.Early != nil {
+			msg := fmt.Sprintf("ippool %s has no other free address: gave %s to %s, released by %s at %s, before the %s passed",
+				poolKey, f.g.IP, nc.MACAddress, f.g.Early.MAC, f.g.Early.At.UTC().Format(time.RFC3339), f.lifetime)
 			r.Recorder.Eventf(vnc, nil, corev1.EventTypeWarning, ReasonEarlyReuse, "Allocate", msg)
 			r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, ReasonEarlyReuse, "Allocate", msg)
 		}
-		if prev != "" && prev != g.IP && want != g.IP {
+		if f.prev != "" && f.prev != f.g.IP && f.want != f.g.IP {
 			// The pool no longer had the address this NIC showed.
-			note = fmt.Sprintf("address %s of %s was dropped from ippool %s; allocated %s", prev, nc.MACAddress, poolKey, g.IP)
-			r.Recorder.Eventf(vnc, nil, corev1.EventTypeWarning, ReasonAllocationDropped, "Allocate", note)
+			n := fmt.Sprintf("address %s of %s was dropped from ippool %s; allocated %s", f.prev, nc.MACAddress, poolKey, f.g.IP)
+			r.Recorder.Eventf(vnc, nil, corev1.EventTypeWarning, ReasonAllocationDropped, "Allocate", n)
+			notes = append(notes, n)
 		}
 	}
+	if g.IP != "" {
+		st.AllocatedIPAddress = g.IP
+	}
+	note := strings.Join(notes, "; ")
 	switch {
 	case err == nil:
 		st.AllocatedIPAddress, st.State = g.IP, v1alpha1.StateAllocated

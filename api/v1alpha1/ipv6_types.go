@@ -1,6 +1,10 @@
 package v1alpha1
 
-import "reflect"
+import (
+	"reflect"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 // IPv6Address is an IPv6 address in any form net/netip parses (e.g.
 // fd00:100::1). Its own type, like IPv4Address, so that the schema checks
@@ -116,6 +120,37 @@ type IPv6Status struct {
 	Allocated map[string]string `json:"allocated,omitempty"`
 	Used      int               `json:"used"`
 	Available int64             `json:"available"`
+
+	// Owners maps an allocated address to the UID of the
+	// VirtualMachineNetworkConfig it was allocated for, as
+	// status.ipv4.owners does, in an IPv6-only pool. A dual-stack pool
+	// leaves it out: there the IPv6 half follows the IPv4 owner of the MAC
+	// (one fact, recorded once).
+	// +optional
+	// +mapType=atomic
+	Owners map[string]string `json:"owners,omitempty"`
+
+	// Released lists the IPv6 addresses whose previous client may still use
+	// them (released, or dropped from allocated because the spec no longer
+	// allows them), as status.ipv4.released does; the quarantine counts
+	// from the valid lifetime instead of the lease time.
+	// +optional
+	// +mapType=atomic
+	Released map[string]ReleasedAddress `json:"released,omitempty"`
+
+	// ValidLifetime is the pool's valid lifetime in seconds when this status
+	// was written, with the meaning status.ipv4.leaseTime has: a Released
+	// entry without its own lease counts from it, a later status written
+	// under a shorter one sets LongerLeasesUntil, and the agent serves at
+	// most it.
+	// +optional
+	ValidLifetime *int64 `json:"validLifetime,omitempty"`
+
+	// LongerLeasesUntil is set when the valid lifetime was lowered: an
+	// address given before, under the longer one, may still be valid until
+	// then, so an address released before it stays quarantined until it.
+	// +optional
+	LongerLeasesUntil *metav1.Time `json:"longerLeasesUntil,omitempty"`
 }
 
 // HasIPv4 reports whether the pool has an IPv4 half: any field of

@@ -16,8 +16,6 @@
 package ipam
 
 import (
-	"cmp"
-	"container/heap"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -117,63 +115,26 @@ type Grant struct {
 type Pool struct {
 	mu sync.RWMutex
 
-	prefix   netip.Prefix
-	start    uint32 // first address of the range
-	size     uint32 // number of addresses in the range
-	used     []uint64
-	blocked  []uint64 // network, broadcast, server, router, excluded
-	marks    map[uint32]string
-	owner    map[uint32]string // offset -> MAC
-	holder   map[uint32]string // offset -> holder identity, when known
-	byMAC    map[string]uint32 // MAC -> offset
+	prefix  netip.Prefix
+	start   uint32 // first address of the range
+	size    uint32 // number of addresses in the range
+	used    []uint64
+	blocked []uint64 // network, broadcast, server, router, excluded
+	marks   map[uint32]string
+	allocTable[uint32]
 	nUsed    int
 	nBlocked int
 	cursor   uint32 // no free address below this offset
 
-	quarantine  time.Duration
-	longerUntil time.Time
-	now         func() time.Time
 	// quar marks quarantined addresses: free, or blocked since the release
-	// (excluded after it), but kept from other MACs.
-	quar     []uint64
-	released map[uint32]Released // offset -> who released it, when, until when
-	relByMAC map[string]uint32   // MAC -> its quarantined offset (latest)
-	relHeap  relHeap             // quarantines by end, soonest first; may hold stale items
-	// relOutside are quarantined addresses outside the range (a dropped
-	// allocation after the range shrank): kept, and recorded, so that they
-	// are still quarantined if the range grows back before they expire.
-	relOutside map[string]Released
+	// (excluded after it), but kept from other MACs (rel).
+	quar []uint64
+	rel  quarantineSet[uint32]
 	// excludedOutside are excluded addresses outside the range (they may
 	// even be outside the CIDR), reported as EXCLUDED by Allocated.
 	excludedOutside map[string]bool
 	// ignoredExclude are exclude entries that are no address (skipped).
 	ignoredExclude []string
-}
-
-// relItem is a quarantine in relHeap: it is current while released[off]
-// still holds the release it was pushed for (same At and end).
-type relItem struct {
-	off uint32
-	at  time.Time
-	end time.Time
-}
-
-type relHeap []relItem
-
-func (h relHeap) Len() int { return len(h) }
-func (h relHeap) Less(i, j int) bool {
-	if c := h[i].end.Compare(h[j].end); c != 0 {
-		return c < 0
-	}
-	return h[i].off < h[j].off
-}
-func (h relHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *relHeap) Push(x any)   { *h = append(*h, x.(relItem)) }
-func (h *relHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return it
 }
 
 // New builds an empty pool from its configuration.
@@ -208,21 +169,18 @@ func New(c Config) (*Pool, error) {
 		used:    make([]uint64, words),
 		blocked: make([]uint64, words),
 		marks:   map[uint32]string{},
-		owner:   map[uint32]string{},
-		holder:  map[uint32]string{},
-		byMAC:   map[string]uint32{},
+		quar:    make([]uint64, words),
 
-		quarantine:  c.Quarantine,
-		longerUntil: ceilSecond(c.LongerLeasesUntil),
-		now:         c.Now,
-		quar:        make([]uint64, words),
-		released:    map[uint32]Released{},
-		relByMAC:    map[string]uint32{},
-		relOutside:  map[string]Released{},
+		allocTable: newAllocTable[uint32](),
 	}
-	if p.now == nil {
-		p.now = time.Now
-	}
+	p.rel = newQuarantineSet(c.Quarantine, c.LongerLeasesUntil, c.Now,
+		func(off uint32) { p.quar[off/64] |= 1 << (off % 64) },
+		func(off uint32) {
+			p.quar[off/64] &^= 1 << (off % 64)
+			if off < p.cursor {
+				p.cursor = off
+			}
+		})
 	// Bits past the end of the range count as blocked so word scans skip them.
 	for i := size; i < words*64; i++ {
 		p.blocked[i/64] |= 1 << (i % 64)
@@ -352,15 +310,14 @@ func (p *Pool) AllocateFor(mac, holder string) (Grant, error) {
 	mac = NormalizeMAC(mac)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := p.now()
-	p.prune(now)
+	p.rel.prune()
 	if off, ok := p.byMAC[mac]; ok {
 		if err := p.claim(off, mac, holder); err != nil {
 			return Grant{}, err
 		}
 		return Grant{IP: addr(p.start + off).String()}, nil
 	}
-	if off, ok := p.relByMAC[mac]; ok && !p.isSet(p.blocked, off) {
+	if off, ok := p.rel.forMAC(mac); ok && !p.isSet(p.blocked, off) {
 		p.take(off, mac, holder)
 		return Grant{IP: addr(p.start + off).String()}, nil
 	}
@@ -378,24 +335,9 @@ func (p *Pool) AllocateFor(mac, holder string) (Grant, error) {
 	p.cursor = words * 64
 	// Last resort: the quarantined address whose quarantine ends soonest,
 	// never one blocked since (its quarantine is kept for when it is not).
-	var keep []relItem
-	defer func() {
-		for _, it := range keep {
-			heap.Push(&p.relHeap, it)
-		}
-	}()
-	for p.relHeap.Len() > 0 {
-		it := heap.Pop(&p.relHeap).(relItem)
-		r, ok := p.current(it)
-		if !ok {
-			continue // stale: taken or released again since
-		}
-		if p.isSet(p.blocked, it.off) {
-			keep = append(keep, it)
-			continue
-		}
-		p.take(it.off, mac, holder)
-		return Grant{IP: addr(p.start + it.off).String(), Early: &r}, nil
+	if off, r, ok := p.rel.oldest(func(off uint32) bool { return !p.isSet(p.blocked, off) }); ok {
+		p.take(off, mac, holder)
+		return Grant{IP: addr(p.start + off).String(), Early: &r}, nil
 	}
 	return Grant{}, fmt.Errorf("allocate for %s in %s-%s: %w", mac, addr(p.start), addr(p.start+p.size-1), ErrExhausted)
 }
@@ -403,16 +345,7 @@ func (p *Pool) AllocateFor(mac, holder string) (Grant, error) {
 // claim checks that the allocation at off may be answered to holder and
 // records holder when it was unknown.
 func (p *Pool) claim(off uint32, mac, holder string) error {
-	cur := p.holder[off]
-	switch {
-	case holder == "" || cur == holder:
-		return nil
-	case cur == "":
-		p.holder[off] = holder
-		return nil
-	default:
-		return fmt.Errorf("allocate for %s: %w: it holds %s for %s", mac, ErrHeldByOther, addr(p.start+off), cur)
-	}
+	return p.claimFor(off, addr(p.start+off).String(), mac, holder)
 }
 
 // AllocateIP gives mac the address ip. Asking again for the address mac
@@ -428,7 +361,7 @@ func (p *Pool) AllocateIPFor(ip, mac, holder string) error {
 	mac = NormalizeMAC(mac)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.prune(p.now())
+	p.rel.prune()
 	off, err := p.offset(ip)
 	if err != nil {
 		return fmt.Errorf("allocate %s for %s: %w", ip, mac, err)
@@ -446,9 +379,8 @@ func (p *Pool) AllocateIPFor(ip, mac, holder string) error {
 		}
 		return fmt.Errorf("allocate %s for %s: %w to MAC %s", ip, mac, ErrAllocated, p.owner[off])
 	}
-	if r, ok := p.released[off]; ok && r.MAC != mac {
-		return fmt.Errorf("allocate %s for %s: %w: released by %s at %s, free for other MACs from %s",
-			ip, mac, ErrQuarantined, r.MAC, r.At.UTC().Format(time.RFC3339), p.end(r).UTC().Format(time.RFC3339))
+	if err := p.rel.refuse(off, ip, mac); err != nil {
+		return err
 	}
 	if old, ok := p.byMAC[mac]; ok {
 		if err := p.claim(old, mac, holder); err != nil {
@@ -461,113 +393,20 @@ func (p *Pool) AllocateIPFor(ip, mac, holder string) error {
 }
 
 func (p *Pool) take(off uint32, mac, holder string) {
-	p.unquarantine(off)
+	p.rel.remove(off)
 	p.used[off/64] |= 1 << (off % 64)
-	p.owner[off] = mac
-	if holder != "" {
-		p.holder[off] = holder
-	}
-	p.byMAC[mac] = off
+	p.addAlloc(off, mac, holder)
 	p.nUsed++
 }
 
 func (p *Pool) free(off uint32) {
-	mac := p.owner[off]
+	mac := p.removeAlloc(off)
 	p.used[off/64] &^= 1 << (off % 64)
-	delete(p.byMAC, mac)
-	delete(p.owner, off)
-	delete(p.holder, off)
 	p.nUsed--
 	if off < p.cursor {
 		p.cursor = off
 	}
-	if p.quarantine > 0 {
-		p.quarantineAt(off, p.releasedNow(mac))
-	}
-}
-
-// releasedNow is the quarantine of an address mac stops holding now: its
-// lease may run for the current lease time, or until the end of a lease
-// granted under a longer lease time in force before.
-func (p *Pool) releasedNow(mac string) Released {
-	// Whole seconds, as the status records them, rounded up so that
-	// recording never shortens a quarantine.
-	now := ceilSecond(p.now())
-	until := now.Add(p.quarantine)
-	if p.longerUntil.After(until) {
-		until = p.longerUntil
-	}
-	return Released{MAC: mac, At: now, Until: until}
-}
-
-// ceilSecond rounds t up to a whole second.
-func ceilSecond(t time.Time) time.Time {
-	if r := t.Truncate(time.Second); !r.Equal(t) {
-		return r.Add(time.Second)
-	}
-	return t
-}
-
-// end is when the quarantine r ends: the later of its recorded end and its
-// release plus the current quarantine.
-func (p *Pool) end(r Released) time.Time {
-	e := r.At.Add(p.quarantine)
-	if r.Until.After(e) {
-		return r.Until
-	}
-	return e
-}
-
-// current returns the release a heap item was pushed for, if it is still
-// the address's quarantine.
-func (p *Pool) current(it relItem) (Released, bool) {
-	r, ok := p.released[it.off]
-	return r, ok && r.At.Equal(it.at) && p.end(r).Equal(it.end)
-}
-
-func (p *Pool) quarantineAt(off uint32, r Released) {
-	p.unquarantine(off)
-	p.quar[off/64] |= 1 << (off % 64)
-	p.released[off] = r
-	// A MAC gets back only its latest address; an older one stays
-	// quarantined for everyone else until it expires.
-	p.relByMAC[r.MAC] = off
-	heap.Push(&p.relHeap, relItem{off, r.At, p.end(r)})
-}
-
-func (p *Pool) unquarantine(off uint32) {
-	r, ok := p.released[off]
-	if !ok {
-		return
-	}
-	p.quar[off/64] &^= 1 << (off % 64)
-	delete(p.released, off)
-	if p.relByMAC[r.MAC] == off {
-		delete(p.relByMAC, r.MAC)
-	}
-	if off < p.cursor {
-		p.cursor = off
-	}
-}
-
-// prune ends the quarantines that have ended by now.
-func (p *Pool) prune(now time.Time) {
-	for p.relHeap.Len() > 0 {
-		it := p.relHeap[0]
-		_, ok := p.current(it)
-		if ok && now.Before(it.end) {
-			break
-		}
-		heap.Pop(&p.relHeap)
-		if ok {
-			p.unquarantine(it.off)
-		}
-	}
-	for ip, r := range p.relOutside {
-		if !now.Before(p.end(r)) {
-			delete(p.relOutside, ip)
-		}
-	}
+	p.rel.released(off, mac)
 }
 
 // Release frees ip. Releasing a free address is an error wrapping ErrNotAllocated.
@@ -604,8 +443,8 @@ func (p *Pool) ReleaseFor(mac, holder string) (string, error) {
 		return "", nil
 	}
 	ip := addr(p.start + off).String()
-	if cur := p.holder[off]; holder != "" && cur != "" && cur != holder {
-		return "", fmt.Errorf("release %s of %s: %w: it holds it for %s", ip, mac, ErrHeldByOther, cur)
+	if err := p.releasableFor(off, ip, mac, holder); err != nil {
+		return "", err
 	}
 	p.free(off)
 	return ip, nil
@@ -618,10 +457,7 @@ func (p *Pool) ReleaseExact(ip, mac, holder string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	off, err := p.offset(ip)
-	if err != nil || !p.isSet(p.used, off) {
-		return false
-	}
-	if p.owner[off] != NormalizeMAC(mac) || p.holder[off] != holder {
+	if err != nil || !p.isExact(off, mac, holder) {
 		return false
 	}
 	p.free(off)
@@ -643,12 +479,10 @@ func (p *Pool) Holder(ip string) string {
 func (p *Pool) Holders() map[string]string {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	m := make(map[string]string, len(p.holder))
-	for off, h := range p.holder {
-		m[addr(p.start+off).String()] = h
-	}
-	return m
+	return p.holderMap(p.addrOf)
 }
+
+func (p *Pool) addrOf(off uint32) string { return addr(p.start + off).String() }
 
 // Quarantined returns the addresses still quarantined now, also those
 // blocked or outside the range since their release, each with Until set to
@@ -656,24 +490,14 @@ func (p *Pool) Holders() map[string]string {
 func (p *Pool) Quarantined() map[string]Released {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.prune(p.now())
-	m := make(map[string]Released, len(p.released)+len(p.relOutside))
-	for ip, r := range p.relOutside {
-		r.Until = p.end(r)
-		m[ip] = r
-	}
-	for off, r := range p.released {
-		r.Until = p.end(r)
-		m[addr(p.start+off).String()] = r
-	}
-	return m
+	return p.rel.snapshot(p.addrOf)
 }
 
 // Quarantine is the pool's current quarantine (its lease time).
-func (p *Pool) Quarantine() time.Duration { return p.quarantine }
+func (p *Pool) Quarantine() time.Duration { return p.rel.dur }
 
 // LongerLeasesUntil is Config.LongerLeasesUntil.
-func (p *Pool) LongerLeasesUntil() time.Time { return p.longerUntil }
+func (p *Pool) LongerLeasesUntil() time.Time { return p.rel.longerUntil }
 
 // Lookup returns the address held by mac.
 func (p *Pool) Lookup(mac string) (string, bool) {
@@ -758,55 +582,15 @@ func (c Conflict) Error() string { return fmt.Sprintf("restore %s=%s: %v", c.IP,
 // not go to another MAC before then (should it become free again: the
 // exclude removed, the range grown back).
 func (p *Pool) Restore(allocated map[string]string) []Conflict {
-	type entry struct {
-		off uint32
-		ip  string
-		mac string
-	}
-	entries := make([]entry, 0, len(allocated))
-	var conflicts []Conflict
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for ip, mac := range allocated {
-		if mac == MarkExcluded || mac == MarkReserved {
-			continue
-		}
-		off, err := p.offset(ip)
-		if err != nil {
-			conflicts = append(conflicts, Conflict{IP: ip, MAC: mac, Err: err})
-			if a, perr := netip.ParseAddr(ip); perr == nil && a.Is4() && p.quarantine > 0 {
-				p.relOutside[a.String()] = p.releasedNow(NormalizeMAC(mac))
-			}
-			continue
-		}
-		entries = append(entries, entry{off, ip, NormalizeMAC(mac)})
-	}
-	// Sorting by offset makes "first wins" independent of map order.
-	slices.SortFunc(entries, func(a, b entry) int { return cmp.Compare(a.off, b.off) })
-	var dropped []entry
-	for _, e := range entries {
-		switch {
-		case p.isSet(p.blocked, e.off):
-			conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac, Err: ErrUnavailable})
-			dropped = append(dropped, e)
-		case p.isSet(p.used, e.off):
-			conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac, Err: fmt.Errorf("%w to MAC %s", ErrAllocated, p.owner[e.off])})
-		default:
-			if prev, dup := p.byMAC[e.mac]; dup {
-				conflicts = append(conflicts, Conflict{IP: e.ip, MAC: e.mac,
-					Err: fmt.Errorf("MAC already holds %s", addr(p.start+prev))})
-				dropped = append(dropped, e)
-				continue
-			}
-			p.take(e.off, e.mac, "")
-		}
-	}
-	if p.quarantine > 0 {
-		// Its MAC gets it back (relByMAC) only if it is not blocked.
-		for _, e := range dropped {
-			p.quarantineAt(e.off, p.releasedNow(e.mac))
-		}
-	}
+	conflicts := restoreAllocated(allocated, family[uint32]{
+		offsetOf: p.offset,
+		canon:    canon4,
+		addr:     p.addrOf,
+		blocked:  func(off uint32) bool { return p.isSet(p.blocked, off) },
+		take:     func(off uint32, mac string) { p.take(off, mac, "") },
+	}, &p.allocTable, &p.rel)
 	p.cursor = 0
 	return conflicts
 }
@@ -816,12 +600,7 @@ func (p *Pool) Restore(allocated map[string]string) []Conflict {
 func (p *Pool) RestoreHolders(holders map[string]string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for ip, h := range holders {
-		off, err := p.offset(ip)
-		if err == nil && h != "" && p.isSet(p.used, off) {
-			p.holder[off] = h
-		}
-	}
+	p.restoreHolderMap(holders, p.offset)
 }
 
 // RestoreQuarantine loads recorded quarantines (address -> release). Those
@@ -832,52 +611,19 @@ func (p *Pool) RestoreHolders(holders map[string]string) {
 // quarantine, pinned from now on (see Released). Call after Restore; an
 // address Restore quarantined keeps the quarantine that ends later.
 func (p *Pool) RestoreQuarantine(released map[string]Released) {
-	type entry struct {
-		off uint32
-		r   Released
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.quarantine <= 0 {
-		return
+	p.rel.restore(released, canon4, p.offset, func(off uint32) bool { return p.isSet(p.used, off) })
+}
+
+// canon4 is the canonical form of an IPv4 address, for quarantines kept
+// outside the range.
+func canon4(ip string) (string, bool) {
+	a, err := netip.ParseAddr(ip)
+	if err != nil || !a.Is4() {
+		return "", false
 	}
-	now := p.now()
-	entries := make([]entry, 0, len(released))
-	for ip, r := range released {
-		r.MAC = NormalizeMAC(r.MAC)
-		if r.Until.IsZero() {
-			r.Until = r.At.Add(p.quarantine)
-		}
-		if !now.Before(p.end(r)) {
-			continue
-		}
-		off, err := p.offset(ip)
-		if err != nil {
-			if a, perr := netip.ParseAddr(ip); perr == nil && a.Is4() {
-				if cur, ok := p.relOutside[a.String()]; !ok || p.end(cur).Before(p.end(r)) {
-					p.relOutside[a.String()] = r
-				}
-			}
-			continue
-		}
-		if p.isSet(p.used, off) {
-			continue
-		}
-		if cur, ok := p.released[off]; ok && !p.end(cur).Before(p.end(r)) {
-			continue
-		}
-		entries = append(entries, entry{off, r})
-	}
-	// Oldest first, as they were released; ties in address order.
-	slices.SortFunc(entries, func(a, b entry) int {
-		if c := a.r.At.Compare(b.r.At); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.off, b.off)
-	})
-	for _, e := range entries {
-		p.quarantineAt(e.off, e.r)
-	}
+	return a.String(), true
 }
 
 // NormalizeMAC lower-cases a MAC and writes it with colons, so that

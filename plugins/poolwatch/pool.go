@@ -69,11 +69,20 @@ type Pool struct {
 // A lowering takes effect at once. Without a recorded lease time (a pool no
 // controller has written yet) the spec's is served.
 func recordedLeaseTime(ipp *v1alpha1.IPPool, spec time.Duration) time.Duration {
-	st := ipp.Status.IPv4
-	if st == nil || st.LeaseTime == nil || *st.LeaseTime <= 0 || *st.LeaseTime >= wire.Infinite {
+	if ipp.Status.IPv4 == nil {
 		return spec
 	}
-	return min(spec, time.Duration(*st.LeaseTime)*time.Second)
+	return capRecorded(spec, ipp.Status.IPv4.LeaseTime)
+}
+
+// capRecorded caps spec at a lease time (IPv6: valid lifetime) the
+// controller recorded, in seconds; one that is unset, not positive or
+// infinite caps nothing.
+func capRecorded(spec time.Duration, recorded *int64) time.Duration {
+	if recorded == nil || *recorded <= 0 || *recorded >= wire.Infinite {
+		return spec
+	}
+	return min(spec, time.Duration(*recorded)*time.Second)
 }
 
 // Lease returns the address allocated to hw, if any.

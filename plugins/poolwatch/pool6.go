@@ -100,6 +100,14 @@ func FromIPPool6(ipp *v1alpha1.IPPool) (*Pool6, error) {
 		pref, valid = v1alpha1.DefaultPreferredLifetime, v1alpha1.DefaultValidLifetime
 	}
 	p.PreferredLifetime, p.ValidLifetime = time.Duration(pref)*time.Second, time.Duration(valid)*time.Second
+	if st := ipp.Status.IPv6; st != nil {
+		// As recordedLeaseTime for IPv4: a raise of the valid lifetime is
+		// served once the controller has recorded it in
+		// status.ipv6.validLifetime, the lifetime it quarantines released
+		// addresses for; a lowering at once.
+		p.ValidLifetime = capRecorded(p.ValidLifetime, st.ValidLifetime)
+		p.PreferredLifetime = min(p.PreferredLifetime, p.ValidLifetime)
+	}
 	if ra := cfg.RouterAdvertisements; ra != nil && ra.Enabled {
 		p.SendRA = true
 		p.RAInterval = time.Duration(ra.RAInterval()) * time.Second

@@ -36,3 +36,36 @@ func TestSnapshotKeepsIPv6(t *testing.T) {
 		t.Fatalf("lease = %s %v, err %v", a, ok, err)
 	}
 }
+
+// A raise of the valid lifetime is served only once the controller has
+// recorded it in status.ipv6.validLifetime (it counts the quarantine of
+// released IPv6 addresses from it), as status.ipv4.leaseTime caps the
+// IPv4 lease; a lowering is served at once; the preferred lifetime never
+// exceeds the valid one served.
+func TestFromIPPool6ValidLifetimeCappedByStatus(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		pref, valid      *int
+		recorded         *int64
+		wantPref, wantVL time.Duration
+	}{
+		{"raise not recorded yet", ptrTo(43200), ptrTo(86400), ptrTo[int64](600), 10 * time.Minute, 10 * time.Minute},
+		{"raise recorded", ptrTo(43200), ptrTo(86400), ptrTo[int64](86400), 12 * time.Hour, 24 * time.Hour},
+		{"lowering served at once", ptrTo(300), ptrTo(600), ptrTo[int64](86400), 5 * time.Minute, 10 * time.Minute},
+		{"no recorded lifetime", ptrTo(43200), ptrTo(86400), nil, 12 * time.Hour, 24 * time.Hour},
+		{"defaults, recorded lower", nil, nil, ptrTo[int64](1200), 20 * time.Minute, 20 * time.Minute},
+		{"recorded zero ignored", ptrTo(60), ptrTo(120), ptrTo[int64](0), time.Minute, 2 * time.Minute},
+	} {
+		ipp := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "v6"},
+			Spec: v1alpha1.IPPoolSpec{IPv6Config: &v1alpha1.IPv6Config{CIDR: "fd00:100::/64", ServerIP: "fd00:100::2",
+				Pool: v1alpha1.IPv6Pool{Start: "fd00:100::10", End: "fd00:100::ff"}, PreferredLifetime: c.pref, ValidLifetime: c.valid}},
+			Status: v1alpha1.IPPoolStatus{IPv6: &v1alpha1.IPv6Status{ValidLifetime: c.recorded}}}
+		p, err := FromIPPool6(ipp)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if p.PreferredLifetime != c.wantPref || p.ValidLifetime != c.wantVL {
+			t.Errorf("%s: serves %s/%s, want %s/%s", c.name, p.PreferredLifetime, p.ValidLifetime, c.wantPref, c.wantVL)
+		}
+	}
+}
