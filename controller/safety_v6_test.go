@@ -321,17 +321,7 @@ func TestReleasedIPv6AddressQuarantined(t *testing.T) {
 // stays quarantined for its MAC when the exclude is removed again.
 func TestDroppedIPv6AllocationReportedAndQuarantined(t *testing.T) {
 	ctl := startController(t, managerOpts{sweep: time.Hour})
-	ns := newNamespace(t)
-	createNAD(t, ns, "net", nil)
-	net := ns + "/net"
-	pool := ipv6OnlyPool(ns, "pool", net, "fd00:100::10", "fd00:100::12", 3600)
-	create(t, pool)
-	pk := client.ObjectKeyFromObject(pool)
-	waitPoolCondition(t, pk, v1alpha1.CacheReady, corev1.ConditionTrue)
-	const macA = "02:00:00:00:00:0a"
-	create(t, newVMNetCfg(ns, "a", nic(net, macA)))
-	ak := types.NamespacedName{Namespace: ns, Name: "a"}
-	waitVMNetCfg(t, ak, "a allocated", allocated6Is(corev1.ConditionTrue, ReasonAllocated, macA, "fd00:100::10", v1alpha1.StateAllocated))
+	ns, net, pk, ak := droppedIPv6Setup(t)
 
 	setPaused(t, pk, true)
 	waitPoolCondition(t, pk, v1alpha1.Stopped, corev1.ConditionTrue)
@@ -360,21 +350,31 @@ func TestDroppedIPv6AllocationReportedAndQuarantined(t *testing.T) {
 		allocated6Is(corev1.ConditionTrue, ReasonAllocated, "02:00:00:00:00:0c", "fd00:100::12", v1alpha1.StateAllocated))
 }
 
+// macA is the MAC of VMNetCfg a in droppedIPv6Setup.
+const macA = "02:00:00:00:00:0a"
+
+// droppedIPv6Setup makes an IPv6-only pool fd00:100::10-12 on a new
+// namespace's network and VMNetCfg a (macA) allocated fd00:100::10.
+func droppedIPv6Setup(t *testing.T) (ns, net string, pk, ak types.NamespacedName) {
+	t.Helper()
+	ns = newNamespace(t)
+	createNAD(t, ns, "net", nil)
+	net = ns + "/net"
+	pool := ipv6OnlyPool(ns, "pool", net, "fd00:100::10", "fd00:100::12", 3600)
+	create(t, pool)
+	pk = client.ObjectKeyFromObject(pool)
+	waitPoolCondition(t, pk, v1alpha1.CacheReady, corev1.ConditionTrue)
+	create(t, newVMNetCfg(ns, "a", nic(net, macA)))
+	ak = types.NamespacedName{Namespace: ns, Name: "a"}
+	waitVMNetCfg(t, ak, "a allocated", allocated6Is(corev1.ConditionTrue, ReasonAllocated, macA, "fd00:100::10", v1alpha1.StateAllocated))
+	return ns, net, pk, ak
+}
+
 // The same drop on a running pool (the webhook bypassed): the VMNetCfg is
 // woken and allocated again at once, and says so.
 func TestDroppedIPv6AllocationOnRunningPoolIsReallocated(t *testing.T) {
 	startController(t, managerOpts{sweep: time.Hour})
-	ns := newNamespace(t)
-	createNAD(t, ns, "net", nil)
-	net := ns + "/net"
-	pool := ipv6OnlyPool(ns, "pool", net, "fd00:100::10", "fd00:100::12", 3600)
-	create(t, pool)
-	pk := client.ObjectKeyFromObject(pool)
-	waitPoolCondition(t, pk, v1alpha1.CacheReady, corev1.ConditionTrue)
-	const macA = "02:00:00:00:00:0a"
-	create(t, newVMNetCfg(ns, "a", nic(net, macA)))
-	ak := types.NamespacedName{Namespace: ns, Name: "a"}
-	waitVMNetCfg(t, ak, "a allocated", allocated6Is(corev1.ConditionTrue, ReasonAllocated, macA, "fd00:100::10", v1alpha1.StateAllocated))
+	ns, _, pk, ak := droppedIPv6Setup(t)
 	eventually(t, 10*time.Second, "exclude fd00:100::10", func() error {
 		p := getPool(t, pk)
 		p.Spec.IPv6Config.Pool.Exclude = []v1alpha1.IPv6Address{"fd00:100::10"}
