@@ -23,7 +23,7 @@ up)
   fi
   step "system packages (containerd, runc, CNI plugins, QEMU, ...)"
   hack/deps.sh
-  step "the VM's kernel and busybox (hack/vm-artifacts.sh)"
+  step "the VM's kernel, busybox and dhclient (hack/vm-artifacts.sh)"
   VMDHCP_VM_ARTIFACTS="$(hack/vm-artifacts.sh)"
   export VMDHCP_VM_ARTIFACTS
   step "helm"

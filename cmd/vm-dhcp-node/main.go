@@ -1,9 +1,10 @@
 // Command vm-dhcp-node runs `make demo` on a real Kubernetes cluster on this
 // machine (package test/e2e/node): a real control plane, two nodes (real
 // kubelets with containerd, runc and the CNI bridge), the chart installed
-// with helm from images built from build/, the examples applied, and a real
-// QEMU VM with the example VirtualMachine's MAC whose console shows the
-// lease the agent pod gave it.
+// with helm from images built from build/, the examples applied (the pool
+// dual-stack: examples/dual-stack-ippool.yaml), and a real QEMU VM with the
+// example VirtualMachine's MAC whose console shows the IPv4 lease and the
+// IPv6 address the agent pod gave it.
 //
 //	vm-dhcp-node up   [--workdir .demo] [--bin bin]
 //	vm-dhcp-node down [--workdir .demo]
@@ -164,7 +165,7 @@ func up(workDir, binDir string) error {
 	if err := sh("kubectl", "get", "pods", "-n", "vm-dhcp-system", "-o", "wide"); err != nil {
 		return err
 	}
-	step("the examples: the VM network (NAD; without its VLAN: this kernel has no bridge VLAN filtering), its IPPool, a VirtualMachine")
+	step("the examples: the VM network (NAD; without its VLAN: this kernel has no bridge VLAN filtering), its IPPool (Harvester's example plus an IPv6 half), a VirtualMachine")
 	nad, err := os.ReadFile("examples/nad.yaml")
 	if err != nil {
 		return err
@@ -173,7 +174,7 @@ func up(workDir, binDir string) error {
 	if err := os.WriteFile(nadFile, []byte(strings.Replace(string(nad), `"vlan":100,`, "", 1)), 0o644); err != nil {
 		return err
 	}
-	for _, f := range []string{nadFile, "examples/harvester-ippool.yaml", "examples/vm.yaml"} {
+	for _, f := range []string{nadFile, "examples/dual-stack-ippool.yaml", "examples/vm.yaml"} {
 		if err := sh("kubectl", "apply", "-f", f); err != nil {
 			return err
 		}
@@ -214,8 +215,16 @@ func up(workDir, binDir string) error {
 	}
 	step("the VM holds %s (router %s, dns %v, mtu %d) from server %s; %s after the start",
 		lease.Addr, lease.Router, lease.DNS, lease.MTU, lease.ServerID, time.Since(t0).Round(time.Second))
-	if err := sh("kubectl", "get", "ippool", "-n", "default", "example", "-o", "jsonpath={.status.ipv4.allocated}{\"\\n\"}"); err != nil {
-		return err
+	lease6, err := v.WaitLease6(wctx)
+	if err != nil {
+		return fmt.Errorf("the VM got no IPv6 address: %w", err)
+	}
+	step("the VM holds %s (dns %v, search %v, valid %s, preferred %s) by DHCPv6; %s after the start",
+		lease6.Addr6, lease6.DNS6, lease6.Search, lease6.ValidLifetime, lease6.PreferredLifetime, time.Since(t0).Round(time.Second))
+	for _, family := range []string{"ipv4", "ipv6"} {
+		if err := sh("kubectl", "get", "ippool", "-n", "default", "example", "-o", "jsonpath={.status."+family+".allocated}{\"\\n\"}"); err != nil {
+			return err
+		}
 	}
 	fmt.Printf("\nRunning. Try:\n  export KUBECONFIG=%s\n  kubectl get nodes,pods -A -o wide\n  kubectl logs -n vm-dhcp-system -l app.kubernetes.io/name=vm-dhcp-agent\nCtrl-C stops and removes everything.\n", kc)
 	<-ctx.Done()

@@ -13,6 +13,7 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 	"github.com/vm-dhcp/vm-dhcp/test/e2e/vm"
 )
 
@@ -112,6 +113,107 @@ func TestRealVMGetsItsLeaseAndRenews(t *testing.T) {
 		t.Errorf("renewed %s after binding, want between T1 = %ds and the lease's end", d.Round(time.Millisecond), leaseTime/2)
 	}
 	checkGuest(t, renew)
+
+	// The pool has no IPv6 half and the agent no server6: the guest's
+	// DHCPv6 client keeps soliciting quietly, and IPv4 works as above.
+	for _, e := range v.Events() {
+		if e.Kind.IPv6() {
+			t.Errorf("IPv4-only pool, yet the guest reports %s", e)
+		}
+	}
+}
+
+// TestRealVMGetsBothAddresses is the dual-stack case: the same real VM on
+// a pool with an ipv6Config, served by an agent with a server6 section (as
+// the controller renders it for such a pool). The guest's dhclient -6,
+// with a DUID-LL of its NIC, must get the IPv6 address the pool's
+// status.ipv6.allocated holds for the VM's MAC, with the pool's DNS server
+// and search domain and its lifetimes, beside the IPv4 lease. Without an
+// IPv6 answer from the agent the test fails (no bound6 line within a
+// minute of the IPv4 lease).
+func TestRealVMGetsBothAddresses(t *testing.T) {
+	if err := vm.Available(""); err != nil {
+		if skipReason != "" {
+			t.Skip(skipReason)
+		}
+		t.Fatalf("%v (make test installs both)", err)
+	}
+	cp := startControlPlane(t)
+	l := newLink(t)
+	noDAD(t, l)
+	proxyAPIServer(t, l.srvNS, cp.hostPort)
+	bridge := "vmbr" + l.cliIf[2:]
+	run(t, "ip", "-n", l.cliNS, "link", "add", bridge, "type", "bridge")
+	run(t, "ip", "-n", l.cliNS, "link", "set", l.cliIf, "master", bridge)
+	run(t, "ip", "-n", l.cliNS, "link", "set", bridge, "up")
+
+	const mac = "52:54:00:4d:00:46"
+	pool := v6Pool("guestnet6", map[string]string{"198.18.0.41": mac},
+		map[string]string{"fd00:198::2": v1alpha1.AllocatedReserved, "fd00:198::41": mac})
+	leaseTime := 30
+	pool.Spec.IPv4Config.LeaseTime = &leaseTime // checkGuest's
+	// A search domain of its own, to tell the IPv6 half's from the IPv4
+	// domain in the guest's merged resolv.conf.
+	pool.Spec.IPv6Config.DomainSearch = []string{"v6.example.internal"}
+	cp.createPool(t, pool)
+	a := startAgent(t, l, writeAgentConfig6(t, l, "guestnet6", cp.kubeconfig, filepath.Join(t.TempDir(), "snapshot.json")))
+	a.waitReady(t)
+
+	ctx := context.Background()
+	console := filepath.Join(t.TempDir(), "console.log")
+	v, err := vm.Start(ctx, vm.Options{MAC: mac, Netns: l.cliNS, Bridge: bridge, ConsoleLog: console})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := v.Stop(); err != nil {
+			t.Errorf("stop VM: %v", err)
+		}
+		if t.Failed() {
+			out, _ := os.ReadFile(console)
+			t.Logf("VM console:\n%s", tail(string(out), 60))
+		}
+	})
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	bound, err := v.WaitLease(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGuest(t, bound)
+	wctx6, cancel6 := context.WithTimeout(ctx, time.Minute)
+	defer cancel6()
+	bound6, err := v.WaitLease6(wctx6)
+	if err != nil {
+		t.Fatalf("the guest got no IPv6 address: %v", err)
+	}
+	t.Logf("guest: %s; %s", bound, bound6)
+
+	// What the pool's status holds for the VM's MAC, read back.
+	var cur v1alpha1.IPPool
+	if err := cp.c.Get(ctx, client.ObjectKeyFromObject(pool), &cur); err != nil {
+		t.Fatal(err)
+	}
+	want6 := ""
+	for ip, m := range cur.Status.IPv6.Allocated {
+		if m == mac {
+			want6 = ip
+		}
+	}
+	if bound6.Addr6.Addr().String() != want6 {
+		t.Errorf("guest holds %s, the pool's status.ipv6.allocated has %q for %s", bound6.Addr6, want6, mac)
+	}
+	if !slices.Equal(bound6.DNS6, []netip.Addr{netip.MustParseAddr("fd00:198::53")}) || !slices.Contains(bound6.Search, "v6.example.internal") {
+		t.Errorf("guest's IPv6 DNS %v, search %v; want [fd00:198::53] and v6.example.internal", bound6.DNS6, bound6.Search)
+	}
+	// Remaining lifetimes as the guest's kernel counts them: the pool's
+	// (1200 s valid, 600 s preferred), less the seconds the hook took.
+	if d := 1200*time.Second - bound6.ValidLifetime; d < 0 || d > 10*time.Second {
+		t.Errorf("guest's valid lifetime %s, want the pool's 1200s", bound6.ValidLifetime)
+	}
+	if d := 600*time.Second - bound6.PreferredLifetime; d < 0 || d > 10*time.Second {
+		t.Errorf("guest's preferred lifetime %s, want the pool's 600s", bound6.PreferredLifetime)
+	}
 }
 
 // checkGuest compares what the guest holds with poolFor's options.

@@ -32,9 +32,12 @@ import (
 const renewEvery = 10 * time.Second
 
 const (
-	vmName     = "test-vm"       // examples/vm.yaml, in default
-	poolServer = "192.168.100.2" // examples/harvester-ippool.yaml
-	agentLabel = "app.kubernetes.io/name=vm-dhcp-agent"
+	vmName      = "test-vm"       // examples/vm.yaml, in default
+	poolServer  = "192.168.100.2" // examples/dual-stack-ippool.yaml (Harvester's example plus ipv6Config)
+	poolFile    = "dual-stack-ippool.yaml"
+	poolDNS6    = "2606:4700:4700::1111"
+	poolServer6 = "fd00:100::2"
+	agentLabel  = "app.kubernetes.io/name=vm-dhcp-agent"
 )
 
 // vmMAC is the MAC of the VirtualMachine's NIC, read from the object once
@@ -127,12 +130,14 @@ spec:
 				t.Fatal("the refused pool was stored anyway")
 			}
 		}},
-		{"an IPPool on a bridge NAD: agent pod scheduled; attached by the CNI; Ready", func(t *testing.T) {
+		{"a dual-stack IPPool on a bridge NAD: agent pod scheduled; attached by the CNI; Ready", func(t *testing.T) {
 			nad, err := nadWithoutVLAN(filepath.Join(root, "examples", "nad.yaml"), workDir) // kubectl splits -f on commas: not t.TempDir()
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, f := range []string{nad, filepath.Join(root, "examples", "harvester-ippool.yaml"), filepath.Join(root, "examples", "vm.yaml")} {
+			// Harvester's example pool with an IPv6 half (api/v1alpha1's
+			// examples_test.go keeps the two files in step).
+			for _, f := range []string{nad, filepath.Join(root, "examples", poolFile), filepath.Join(root, "examples", "vm.yaml")} {
 				if out, err := kubectl(ctx, "apply", "-f", f); err != nil {
 					t.Fatalf("kubectl apply -f %s: %v\n%s", f, err, out)
 				}
@@ -192,6 +197,24 @@ spec:
 				t.Fatalf("VM lease %q: want server %s, router 192.168.100.1, dns 1.1.1.1, mtu 1400, /24", lease.Line, poolServer)
 			}
 			assertAllocated(t, lease.Addr.Addr().String())
+
+			// Dual stack: the guest's DHCPv6 client (dhclient -6, DUID-LL of
+			// its NIC) gets the address the pool's status holds for its MAC.
+			lease6, err := v.WaitLease6(wctx)
+			if err != nil {
+				t.Fatalf("VM got no IPv6 address: %v\n%s", err, tail(consoleLog, 3000))
+			}
+			t.Logf("VM console: %s (%s after QEMU started)", lease6.Line, time.Since(start).Round(time.Second))
+			if want := allocatedTo(t, "ipv6", vmMAC); lease6.Addr6.Addr().String() != want {
+				t.Fatalf("VM holds %s; the pool's status.ipv6.allocated has %q for %s", lease6.Addr6, want, vmMAC)
+			}
+			if len(lease6.DNS6) != 1 || lease6.DNS6[0].String() != poolDNS6 || !slices.Contains(lease6.Search, "example.com") {
+				t.Fatalf("VM IPv6 lease %q: want dns6 %s and search example.com", lease6.Line, poolDNS6)
+			}
+			if lease6.ValidLifetime < 590*time.Second || lease6.ValidLifetime > 600*time.Second ||
+				lease6.PreferredLifetime < 290*time.Second || lease6.PreferredLifetime > 300*time.Second {
+				t.Fatalf("VM IPv6 lease %q: want the pool's lifetimes (valid 600 s, preferred 300 s)", lease6.Line)
+			}
 		}},
 		{"node failure: the agent is replaced on the other node, which answers the VM's next renewal", func(t *testing.T) {
 			old := readyAgent(t, "", 10*time.Second)
@@ -266,7 +289,7 @@ spec:
 				t.Fatalf("the upgraded agent %s sent %d ACKs", agent.Name, n)
 			}
 			for _, e := range guest.Events()[before:] {
-				if e.Kind == vm.Deconfig || e.Kind == vm.Nak || e.Kind == vm.Bound {
+				if e.Kind == vm.Deconfig || e.Kind == vm.Nak || e.Kind == vm.Bound || e.Kind == vm.Expire6 {
 					t.Errorf("the VM lost its lease at some point: %s", e.Line)
 				}
 			}
@@ -284,7 +307,7 @@ spec:
 				}
 				return nil
 			})
-			if out, err := kubectl(ctx, "delete", "-f", filepath.Join(root, "examples", "harvester-ippool.yaml"), "--wait=true", "--timeout=120s"); err != nil {
+			if out, err := kubectl(ctx, "delete", "-f", filepath.Join(root, "examples", poolFile), "--wait=true", "--timeout=120s"); err != nil {
 				t.Fatalf("delete the example pool: %v\n%s", err, out)
 			}
 			out, err := helm(ctx, "uninstall", release, "--namespace", namespace, "--wait", "--timeout", "3m")
@@ -469,7 +492,76 @@ func assertAgentPod(t *testing.T, agent *corev1.Pod, tag string) {
 			t.Errorf("agent process %d NoNewPrivs %s, want 1 (allowPrivilegeEscalation: false)", pid, strings.TrimSpace(v))
 		}
 	}
-	t.Logf("agent %s on %s: eth1 on default/example, capabilities as the controller's spec says", agent.Name, agent.Spec.NodeName)
+	assertAgentServes6(t, pid)
+	t.Logf("agent %s on %s: eth1 on default/example with IPv6, capabilities as the controller's spec says, server6 listening", agent.Name, agent.Spec.NodeName)
+}
+
+// assertAgentServes6 checks the agent's side of DHCPv6 in its pod's network
+// namespace, as the kernel shows it (/proc/PID/net): eth1 has a usable
+// (not tentative) link-local address, which server6's replies come from,
+// and the pool's IPv6 server address; a UDP socket listens on port 547
+// (the listener of the server6 section the controller rendered,
+// "[ff02::1:2%eth1]:547": nothing else in the pod uses that port).
+func assertAgentServes6(t *testing.T, pid int) {
+	t.Helper()
+	eventually(t, 30*time.Second, "agent eth1 IPv6 addresses and server6 socket", func() error {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/if_inet6", pid))
+		if err != nil {
+			return err
+		}
+		linkLocal, server := false, false
+		for _, l := range strings.Split(string(b), "\n") {
+			// address ifindex prefixlen scope flags name; IFA_F_TENTATIVE 0x40
+			f := strings.Fields(l)
+			if len(f) != 6 || f[5] != "eth1" {
+				continue
+			}
+			flags, _ := strconv.ParseUint(f[4], 16, 32)
+			if flags&0x40 != 0 {
+				continue
+			}
+			if strings.HasPrefix(f[0], "fe80") && f[3] == "20" {
+				linkLocal = true
+			}
+			if f[0] == hex6(poolServer6) {
+				server = true
+			}
+		}
+		if !linkLocal || !server {
+			return fmt.Errorf("eth1 usable link-local %v, %s %v:\n%s", linkLocal, poolServer6, server, b)
+		}
+		u, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/udp6", pid))
+		if err != nil {
+			return err
+		}
+		// sl local_address:port remote_address:port ...; 547 is 0223.
+		for _, l := range strings.Split(string(u), "\n") {
+			if f := strings.Fields(l); len(f) > 2 && strings.HasSuffix(f[1], ":0223") {
+				if a := strings.TrimSuffix(f[1], ":0223"); a != hex6proc("ff02::1:2") && a != hex6proc("::") {
+					return fmt.Errorf("UDP port 547 bound to %s, not ff02::1:2 or any", a)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no UDP socket on port 547 in the agent's namespace:\n%s", u)
+	})
+}
+
+// hex6 is an IPv6 address as /proc/net/if_inet6 prints it.
+func hex6(addr string) string {
+	ip := net.ParseIP(addr).To16()
+	return fmt.Sprintf("%x", []byte(ip))
+}
+
+// hex6proc is an IPv6 address as /proc/net/udp6 prints it: four 32-bit
+// words, each in host (little-endian) byte order, upper-case hex.
+func hex6proc(addr string) string {
+	ip := net.ParseIP(addr).To16()
+	var b strings.Builder
+	for i := 0; i < 16; i += 4 {
+		fmt.Fprintf(&b, "%02X%02X%02X%02X", ip[i+3], ip[i+2], ip[i+1], ip[i])
+	}
+	return b.String()
 }
 
 // rootMountOptions is the mount options of "/" as process pid sees it
@@ -518,17 +610,37 @@ func agentPID(t *testing.T, agent *corev1.Pod) int {
 // ip for the VM's MAC.
 func assertAllocated(t *testing.T, ip string) {
 	t.Helper()
-	out, err := kubectl(context.Background(), "get", "ippool", "-n", "default", "example", "-o", "jsonpath={.status.ipv4.allocated}")
+	alloc := allocated(t, "ipv4")
+	if !strings.EqualFold(alloc[ip], vmMAC) {
+		t.Fatalf("pool status allocates %s to %q, want %s", ip, alloc[ip], vmMAC)
+	}
+}
+
+// allocated is the example pool's status.<family>.allocated (family ipv4
+// or ipv6), read with kubectl.
+func allocated(t *testing.T, family string) map[string]string {
+	t.Helper()
+	out, err := kubectl(context.Background(), "get", "ippool", "-n", "default", "example", "-o", "jsonpath={.status."+family+".allocated}")
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
 	var alloc map[string]string
 	if err := json.Unmarshal([]byte(out), &alloc); err != nil {
-		t.Fatalf("allocated %q: %v", out, err)
+		t.Fatalf("%s allocated %q: %v", family, out, err)
 	}
-	if !strings.EqualFold(alloc[ip], vmMAC) {
-		t.Fatalf("pool status allocates %s to %q, want %s", ip, alloc[ip], vmMAC)
+	return alloc
+}
+
+// allocatedTo is the address the example pool's status.<family>.allocated
+// holds for mac, "" when none.
+func allocatedTo(t *testing.T, family, mac string) string {
+	t.Helper()
+	for ip, m := range allocated(t, family) {
+		if strings.EqualFold(m, mac) {
+			return ip
+		}
 	}
+	return ""
 }
 
 // describe is what an operator would look at when something hangs.

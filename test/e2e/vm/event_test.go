@@ -42,3 +42,38 @@ func TestParseLine(t *testing.T) {
 		}
 	}
 }
+
+func TestParseLine6(t *testing.T) {
+	ev, ok := parseLine("VMDHCP bound6 ip6=fd00:198::41/128 dns6=fd00:198::53,fd00:198::54 search=example.internal,other.example valid=1199 preferred=599 uptime=9.12")
+	if !ok {
+		t.Fatal("bound6 line not recognised")
+	}
+	if ev.Kind != Bound6 || !ev.Kind.IPv6() || ev.Addr6 != netip.MustParsePrefix("fd00:198::41/128") ||
+		!slices.Equal(ev.DNS6, []netip.Addr{netip.MustParseAddr("fd00:198::53"), netip.MustParseAddr("fd00:198::54")}) ||
+		!slices.Equal(ev.Search, []string{"example.internal", "other.example"}) ||
+		ev.ValidLifetime != 1199*time.Second || ev.PreferredLifetime != 599*time.Second || ev.GuestUptime != 9120*time.Millisecond {
+		t.Errorf("parsed %+v", ev)
+	}
+	// The IPv4 fields stay empty: a bound6 line is no IPv4 lease.
+	if ev.Addr.IsValid() || ev.DNS != nil || ev.Kind == Bound {
+		t.Errorf("bound6 filled IPv4 fields: %+v", ev)
+	}
+
+	// No name servers, no search list, an infinite lifetime ("forever").
+	ev, ok = parseLine("VMDHCP renew6 ip6=fd00::5/64 dns6= search= valid=forever preferred=forever uptime=1.00")
+	if !ok || ev.Kind != Renew6 || ev.Addr6 != netip.MustParsePrefix("fd00::5/64") || ev.DNS6 != nil || ev.Search != nil || ev.ValidLifetime != 0 {
+		t.Errorf("parsed %+v", ev)
+	}
+
+	for line, kind := range map[string]Kind{
+		"VMDHCP rebind6 ip6=fd00::5/128 dns6=fd00::53 search= valid=60 preferred=30 uptime=2.00": Rebind6,
+		"VMDHCP expire6 uptime=3.00": Expire6,
+	} {
+		if ev, ok := parseLine(line); !ok || ev.Kind != kind || !ev.Kind.IPv6() {
+			t.Errorf("%q parsed as %+v, %v; want kind %s", line, ev, ok, kind)
+		}
+	}
+	if Bound.IPv6() || Renew.IPv6() {
+		t.Error("IPv4 kinds report IPv6")
+	}
+}

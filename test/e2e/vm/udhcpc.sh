@@ -5,7 +5,9 @@
 # from the offer:
 #   VMDHCP bound ip=198.18.0.21/24 router=198.18.0.1 dns=198.18.0.53,198.18.0.54 mtu=1450 lease=600 server=198.18.0.2 domain=example.internal uptime=3.21
 # Events: bound, renew, deconfig, leasefail, nak (its message= comes last).
+# dns lists resolv.conf's IPv4 name servers: dhclient6.sh adds the IPv6 ones.
 t=$(cut -d' ' -f1 /proc/uptime)
+. /resolv.sh
 case "$1" in
 deconfig)
   ip -4 addr flush dev "$interface"
@@ -23,12 +25,14 @@ bound | renew)
   for r in $router; do
     ip route add default via "$r" dev "$interface" && break
   done
-  : >/etc/resolv.conf
-  for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
-  [ -n "$domain" ] && echo "search $domain" >>/etc/resolv.conf
+  {
+    for d in $dns; do echo "nameserver $d"; done
+    [ -n "$domain" ] && echo "search $domain"
+  } >/run/resolv.4
+  resolv
   addr=$(ip -4 -o addr show dev "$interface" | awk '{print $4; exit}')
   gw=$(ip route show default | awk '{print $3; exit}')
-  ns=$(awk '$1 == "nameserver" {printf "%s%s", s, $2; s = ","}' /etc/resolv.conf)
+  ns=$(awk '$1 == "nameserver" && $2 !~ /:/ {printf "%s%s", s, $2; s = ","}' /etc/resolv.conf)
   m=$(cat "/sys/class/net/$interface/mtu")
   echo "VMDHCP $1 ip=$addr router=$gw dns=$ns mtu=$m lease=$lease server=$serverid domain=$domain uptime=$t"
   ;;

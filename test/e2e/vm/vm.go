@@ -3,9 +3,11 @@
 // initramfs whose only job is DHCP. The guest's NIC is virtio-net with the
 // MAC the caller gives, on a tap device in a bridge, so the VM asks the
 // bridge's DHCP server (the agent) exactly as a KubeVirt VM would. The
-// guest's udhcpc keeps running and renews; its hook applies every lease to
-// eth0 and prints one line on the serial console, which this package parses
-// into Events:
+// guest runs two real clients for as long as it runs: busybox's udhcpc
+// (IPv4) and ISC dhclient -6 (DHCPv6, with a DUID-LL of the NIC, which the
+// agent matches to the VM's MAC). Their hooks apply every lease to eth0 and
+// print one line on the serial console, which this package parses into
+// Events:
 //
 //	VMDHCP boot mac=52:54:00:00:00:01 kernel=6.1.0-57-cloud-amd64 uptime=2.95
 //	VMDHCP bound ip=198.18.0.21/24 router=198.18.0.1 dns=198.18.0.53,198.18.0.54 mtu=1450 lease=600 server=198.18.0.2 domain=example.internal uptime=4.10
@@ -13,9 +15,15 @@
 //	VMDHCP nak uptime=... message=...
 //	VMDHCP deconfig uptime=...
 //	VMDHCP leasefail uptime=...
+//	VMDHCP bound6 ip6=fd00:198::41/128 dns6=fd00:198::53 search=example.internal valid=1200 preferred=600 uptime=4.31
+//	VMDHCP renew6 ip6=... (same keys), rebind6 ip6=...
+//	VMDHCP expire6 uptime=...
 //
-// The values of bound and renew are read back from the guest (its address,
-// default route, resolv.conf and interface MTU), not echoed from the offer.
+// The values of bound, renew and the IPv6 events are read back from the
+// guest (its addresses and their lifetimes, default route, resolv.conf and
+// interface MTU), not echoed from the server's answer. Without a DHCPv6
+// server (an IPv4-only pool) dhclient keeps soliciting quietly and no IPv6
+// line appears.
 //
 // Renewal timing, as busybox 1.35 (Debian 12) does it: udhcpc raises a
 // lease under 30 s to 30 s and renews at half of it. Under TCG its unicast
@@ -27,8 +35,9 @@
 // same lease from the same server. Expect renew events between T1 and the
 // lease's end.
 //
-// The kernel, busybox and modules come from hack/vm-artifacts.sh (Debian
-// packages, unpacked into $HOME/.cache/vm-dhcp/vm/current). QEMU gets no
+// The kernel, busybox, dhclient (with its libraries) and modules come from
+// hack/vm-artifacts.sh (Debian packages, unpacked into
+// $HOME/.cache/vm-dhcp/vm/current). QEMU gets no
 // network but the tap: no user-mode networking, nothing reaches the host.
 //
 // Typical use, with the agent serving a bridge br0 in namespace ns:
@@ -36,6 +45,7 @@
 //	v, err := vm.Start(ctx, vm.Options{MAC: mac, Netns: ns, Bridge: "br0", ConsoleLog: path})
 //	defer v.Stop()
 //	lease, err := v.WaitLease(ctx)                  // first bound
+//	lease6, err := v.WaitLease6(ctx)                // first bound6 (dual-stack pools)
 //	ev, err := v.WaitEvent(ctx, vm.After(lease.Seq, vm.Renew))
 package vm
 
@@ -326,6 +336,11 @@ func (v *VM) WaitEvent(ctx context.Context, match func(Event) bool) (Event, erro
 // WaitLease returns the first lease the guest bound.
 func (v *VM) WaitLease(ctx context.Context) (Event, error) {
 	return v.WaitEvent(ctx, func(e Event) bool { return e.Kind == Bound })
+}
+
+// WaitLease6 returns the first IPv6 address the guest bound (DHCPv6).
+func (v *VM) WaitLease6(ctx context.Context) (Event, error) {
+	return v.WaitEvent(ctx, func(e Event) bool { return e.Kind == Bound6 })
 }
 
 // After matches events of one of the kinds that came after event seq.

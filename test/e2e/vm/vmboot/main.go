@@ -4,8 +4,8 @@
 //
 //	go run ./test/e2e/vm/vmboot --mac 52:54:00:12:34:56 --bridge br0 [--netns NS] [--renew 10s] [--until renew]
 //
-// It runs until --until's event (after the first lease for renew) or until
-// interrupted, then stops the VM and deletes the tap it created. The whole
+// It runs until --until's event (after the first lease for renew; bound6 is
+// the first IPv6 address, from a dual-stack pool) or until interrupted, then stops the VM and deletes the tap it created. The whole
 // console goes to --console (default: a file in the temporary folder).
 package main
 
@@ -42,11 +42,11 @@ func run() error {
 	flag.DurationVar(&o.RenewEvery, "renew", 0, "renew the lease on this period (default: at half the lease time)")
 	flag.StringVar(&o.ConsoleLog, "console", filepath.Join(os.TempDir(), fmt.Sprintf("vmdhcp-vm-%d.console", os.Getpid())), "file for the whole serial console")
 	all := flag.Bool("all", false, "print every console line (kernel and udhcpc too), not only the DHCP events")
-	flag.StringVar(&until, "until", "", "exit after this event: bound or renew (default: run until interrupted)")
+	flag.StringVar(&until, "until", "", "exit after this event: bound, renew or bound6 (default: run until interrupted)")
 	flag.DurationVar(&timeout, "timeout", 0, "give up after this long (default: no limit)")
 	flag.Parse()
-	if until != "" && until != "bound" && until != "renew" {
-		return fmt.Errorf("--until must be bound or renew, not %q", until)
+	if until != "" && until != "bound" && until != "renew" && until != "bound6" {
+		return fmt.Errorf("--until must be bound, renew or bound6, not %q", until)
 	}
 
 	if *all {
@@ -89,6 +89,8 @@ func run() error {
 				return nil
 			}
 		case ev.Kind == vm.Renew && bound > 0 && until == "renew":
+			return nil
+		case ev.Kind == vm.Bound6 && until == "bound6":
 			return nil
 		}
 	}
