@@ -104,6 +104,13 @@ func (l *Leaser6) ClientMAC(req dhcpv6.DHCPv6, msg *dhcpv6.Message) (net.Hardwar
 	return nil, ""
 }
 
+// clientLog is the logger for one client's message, built only when
+// something is logged: WithValues and the MAC's string allocate, which the
+// answer to a known client never needs.
+func (l *Leaser6) clientLog(msg *dhcpv6.Message, mac net.HardwareAddr, how string) logr.Logger {
+	return l.Log.WithValues("type", msg.Type().String(), "mac", mac.String(), "matched", how)
+}
+
 // EUI64MAC recovers the MAC of a modified EUI-64 interface identifier
 // (RFC 4291 appendix A): xx:xx:xx:ff:fe:xx:xx:xx with the U/L bit flipped.
 func EUI64MAC(a netip.Addr) (net.HardwareAddr, bool) {
@@ -139,12 +146,11 @@ func (l *Leaser6) Handle(req, resp dhcpv6.DHCPv6) (dhcpv6.DHCPv6, bool) {
 	}
 	mac, how := l.ClientMAC(req, msg)
 	addr, known := p6.Lease(mac)
-	log := l.Log.WithValues("type", msg.Type().String(), "mac", mac.String(), "matched", how)
 
 	switch msg.Type() {
 	case dhcpv6.MessageTypeSolicit:
 		if !known {
-			log.V(1).Info("no allocation, not answering")
+			l.clientLog(msg, mac, how).V(1).Info("no allocation, not answering")
 			return nil, true
 		}
 		l.assign(out, msg, p6, addr, false)
@@ -160,7 +166,7 @@ func (l *Leaser6) Handle(req, resp dhcpv6.DHCPv6) (dhcpv6.DHCPv6, bool) {
 			if msg.Type() == dhcpv6.MessageTypeRenew {
 				code = iana.StatusNoBinding
 			}
-			log.Info("no allocation for this client", "status", code.String())
+			l.clientLog(msg, mac, how).Info("no allocation for this client", "status", code.String())
 			l.refuseIAs(out, msg, p6, code)
 			return out, false
 		}
@@ -202,7 +208,7 @@ func (l *Leaser6) Handle(req, resp dhcpv6.DHCPv6) (dhcpv6.DHCPv6, bool) {
 
 	case dhcpv6.MessageTypeRelease:
 		// Addresses are static: the allocation stays, the client is told Success.
-		log.Info("release", "address", addr)
+		l.clientLog(msg, mac, how).Info("release", "address", addr)
 		out.AddOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess, StatusMessage: "released (the address stays allocated to this VM)"})
 		return out, false
 

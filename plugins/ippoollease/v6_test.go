@@ -3,6 +3,7 @@ package ippoollease
 import (
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,6 +244,11 @@ func TestClientMAC(t *testing.T) {
 			return relay(message(t, dhcpv6.MessageTypeSolicit, llt(mac6A), false), "fe80::1", mac6B)
 		}, mac6B, ByRelayOption79},
 		{"DUID-LLT", func() dhcpv6.DHCPv6 { return message(t, dhcpv6.MessageTypeSolicit, llt(mac6A), false) }, mac6A, ByDUID},
+		// perfdhcp -6 -A1 relays every client from its own address: the
+		// relay's EUI-64 peer-address must not hide the clients' DUIDs.
+		{"DUID-LL wins over an EUI-64 relay peer-address", func() dhcpv6.DHCPv6 {
+			return relay(message(t, dhcpv6.MessageTypeSolicit, &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: mac6A}, false), "fe80::ff:fe00:b", nil)
+		}, mac6A, ByDUID},
 		{"DUID-UUID, relayed from a neighbor", func() dhcpv6.DHCPv6 {
 			return relay(message(t, dhcpv6.MessageTypeSolicit, uuid, false), "fe80::1234", nil)
 		}, mac6B, ByNeighbor},
@@ -262,5 +268,43 @@ func TestClientMAC(t *testing.T) {
 	r := serve(t, l, p, relay(message(t, dhcpv6.MessageTypeSolicit, uuid, false), "fe80::ff:fe00:a", nil))
 	if r == nil || iaAddrs(r)[addr6A] == 0 {
 		t.Fatalf("relayed EUI-64 solicit: %v", r)
+	}
+}
+
+// countingSink counts the client loggers built (WithValues) and the lines
+// written.
+type countingSink struct{ built, lines *atomic.Int64 }
+
+func (s countingSink) Init(logr.RuntimeInfo)          {}
+func (s countingSink) Enabled(int) bool               { return true }
+func (s countingSink) Info(int, string, ...any)       { s.lines.Add(1) }
+func (s countingSink) Error(error, string, ...any)    { s.lines.Add(1) }
+func (s countingSink) WithValues(...any) logr.LogSink { s.built.Add(1); return s }
+func (s countingSink) WithName(string) logr.LogSink   { return s }
+
+// Answering a known client logs nothing and builds no per-client logger (a
+// WithValues and the MAC's string per packet were measurable under
+// perfdhcp -6); a refusal is still logged with the client's details.
+func TestHandle6LogsOnlyWhatItWrites(t *testing.T) {
+	p := dualPool6(t)
+	var built, lines atomic.Int64
+	l := &Leaser6{Pool: func() *poolwatch.Pool { return p }, Log: logr.New(countingSink{&built, &lines})}
+	for _, m := range []*dhcpv6.Message{
+		message(t, dhcpv6.MessageTypeSolicit, llt(mac6A), false),
+		message(t, dhcpv6.MessageTypeRequest, llt(mac6A), true, addr6A),
+		message(t, dhcpv6.MessageTypeRenew, llt(mac6A), true, addr6A),
+	} {
+		if r := serve(t, l, p, m); r == nil || iaAddrs(r)[addr6A] == 0 {
+			t.Fatalf("%s: %v", m.Type(), r)
+		}
+	}
+	if built.Load() != 0 || lines.Load() != 0 {
+		t.Fatalf("known client: %d loggers built, %d lines written; want none", built.Load(), lines.Load())
+	}
+	if r := serve(t, l, p, message(t, dhcpv6.MessageTypeRequest, llt(mac6X), true, addr6A)); r == nil || iaStatus(r) != iana.StatusNoAddrsAvail {
+		t.Fatalf("request from unknown client: %v", r)
+	}
+	if built.Load() != 1 || lines.Load() != 1 {
+		t.Fatalf("unknown client: %d loggers built, %d lines written; want 1 and 1", built.Load(), lines.Load())
 	}
 }
