@@ -155,6 +155,18 @@ func run() error {
 		dw := &declinewatch.Watcher{Metrics: poolwatch.Default.Metrics, Log: poolwatch.Default.Logger().WithName("decline")}
 		dw.Start(context.Background(), declinewatch.InterfacesOf(conf.Server4.Addresses))
 	}
+	if conf.Server6 != nil {
+		// Also records where direct messages come from: ippool-lease
+		// matches clients whose DUID carries no MAC by their frame's source.
+		dw6 := &declinewatch.Watcher6{Metrics: poolwatch.Default.Metrics, Log: poolwatch.Default.Logger().WithName("decline6"),
+			Sources: poolwatch.Default.Sources6}
+		for _, p := range conf.Server6.Plugins {
+			if id := declinewatch.ServerIDOf(p.Name, p.Args); id != nil {
+				dw6.ServerID = id
+			}
+		}
+		dw6.Start(context.Background(), declinewatch.InterfacesOf(conf.Server6.Addresses))
+	}
 	return srv.Wait()
 }
 

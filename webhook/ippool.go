@@ -119,7 +119,9 @@ func rangeFitsStatus(pool *v1alpha1.IPPool) FieldErrors {
 // of the pool fails, releases included. An update that does not grow an
 // already too large pool passes, so it can always be undone.
 func rebuiltStatusFits(old, pool *v1alpha1.IPPool) FieldErrors {
-	if old.Status.IPv4 == nil || len(old.Status.IPv4.Allocated) == 0 {
+	has4 := old.Status.IPv4 != nil && len(old.Status.IPv4.Allocated) > 0
+	has6 := old.Status.IPv6 != nil && len(old.Status.IPv6.Allocated) > 0
+	if !has4 && !has6 { // nothing to drop in either half
 		return nil
 	}
 	size, err := controller.RebuiltObjectBytes(old, pool, time.Now())
@@ -129,14 +131,27 @@ func rebuiltStatusFits(old, pool *v1alpha1.IPPool) FieldErrors {
 	if b, err := json.Marshal(old); err == nil && size <= len(b) {
 		return nil
 	}
-	dropped := 0
-	if am, err := ipam.New(ipamConfig(pool)); err == nil {
-		dropped = len(am.Restore(old.Status.IPv4.Allocated))
-	}
+	// Each half names its own field with the number of addresses it drops.
+	const msg = "takes away %d allocated addresses: the pool's rebuilt status would be %d bytes, over etcd's %d-byte limit, and every status write of the pool (releases included) would fail: exclude fewer addresses at a time, or release them first"
 	var es FieldErrors
-	es.add(ipv4Path+".pool", "",
-		"takes away %d allocated addresses: the pool's rebuilt status would be %d bytes, over etcd's %d-byte limit, and every status write of the pool (releases included) would fail: exclude fewer addresses at a time, or release them first",
-		dropped, size, ipam.MaxObjectBytes)
+	if has4 && pool.HasIPv4() {
+		if am, err := ipam.New(ipamConfig(pool)); err == nil {
+			if dropped := len(am.Restore(old.Status.IPv4.Allocated)); dropped > 0 {
+				es.add(ipv4Path+".pool", "", msg, dropped, size, ipam.MaxObjectBytes)
+			}
+		}
+	}
+	if has6 && pool.Spec.IPv6Config != nil {
+		if am, err := ipam.New6(ipamConfig6(pool.Spec.IPv6Config)); err == nil {
+			if dropped := len(am.Restore(old.Status.IPv6.Allocated)); dropped > 0 {
+				es.add(ipv6Path+".pool", "", msg, dropped, size, ipam.MaxObjectBytes)
+			}
+		}
+	}
+	if len(es) == 0 { // grown for another reason (a half removed on a paused pool)
+		es.add("spec", "", "grows the pool's rebuilt status to %d bytes, over etcd's %d-byte limit, and every status write of the pool (releases included) would fail: make the change in smaller steps",
+			size, ipam.MaxObjectBytes)
+	}
 	return es
 }
 

@@ -70,7 +70,7 @@ func InterfacesOf(addrs []net.UDPAddr) []string {
 // device) is reported; serving goes on without the watch.
 func (d *Watcher) Start(ctx context.Context, ifaces []string) {
 	for _, name := range ifaces {
-		fd, err := openDeclineSocket(name)
+		fd, err := openPacketSocket(name, unix.ETH_P_IP, declineFilter)
 		if err != nil {
 			d.Log.Error(err, "DHCPDECLINEs will not be logged nor counted", "interface", name)
 			continue
@@ -80,40 +80,49 @@ func (d *Watcher) Start(ctx context.Context, ifaces []string) {
 	}
 }
 
-func openDeclineSocket(iface string) (int, error) {
+// openPacketSocket opens a packet socket on iface ("" for every
+// interface) for one Ethernet protocol whose datagrams pass filter.
+func openPacketSocket(iface string, ethProto uint16, filter []bpf.Instruction) (int, error) {
 	ifindex := 0
 	if iface != "" {
 		ifi, err := net.InterfaceByName(iface)
 		if err != nil {
-			return -1, fmt.Errorf("watch DHCPDECLINE on %s: %w", iface, err)
+			return -1, fmt.Errorf("watch DHCP declines on %s: %w", iface, err)
 		}
 		ifindex = ifi.Index
 	}
-	proto := htons(unix.ETH_P_IP)
+	proto := htons(ethProto)
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
 	if err != nil {
-		return -1, fmt.Errorf("watch DHCPDECLINE on %q: packet socket: %w", iface, err)
+		return -1, fmt.Errorf("watch DHCP declines on %q: packet socket: %w", iface, err)
 	}
-	raw, err := bpf.Assemble(declineFilter)
-	if err != nil {
+	// The filter goes on before the bind, so nothing else is queued.
+	if err := attachFilter(fd, filter); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("watch DHCPDECLINE: assemble filter: %w", err)
+		return -1, fmt.Errorf("watch DHCP declines on %q: %w", iface, err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifindex}); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("watch DHCP declines on %q: bind: %w", iface, err)
+	}
+	return fd, nil
+}
+
+// attachFilter attaches a classic BPF program to a socket.
+func attachFilter(fd int, prog []bpf.Instruction) error {
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return fmt.Errorf("assemble socket filter: %w", err)
 	}
 	filter := make([]unix.SockFilter, len(raw))
 	for i, ins := range raw {
 		filter[i] = unix.SockFilter{Code: ins.Op, Jt: ins.Jt, Jf: ins.Jf, K: ins.K}
 	}
-	// The filter goes on before the bind, so nothing else is queued.
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
 		&unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("watch DHCPDECLINE on %q: attach filter: %w", iface, err)
+		return fmt.Errorf("attach socket filter: %w", err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifindex}); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("watch DHCPDECLINE on %q: bind: %w", iface, err)
-	}
-	return fd, nil
+	return nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

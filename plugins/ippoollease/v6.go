@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/coredhcp/coredhcp/handler"
 	"github.com/go-logr/logr"
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/vm-dhcp/vm-dhcp/plugins/linksource"
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
 
@@ -33,7 +35,7 @@ func Setup6(reg *poolwatch.Registry, args ...string) (handler.Handler6, error) {
 			return nil, fmt.Errorf("%s: %w", Name, err)
 		}
 	}
-	l := &Leaser6{Pool: w.Current, Neighbors: NeighborMAC, Log: reg.Logger().WithName(Name).WithValues("pool", w.Key(), "family", 6)}
+	l := &Leaser6{Pool: w.Current, Neighbors: NeighborMAC, Sources: reg.Sources6, Log: reg.Logger().WithName(Name).WithValues("pool", w.Key(), "family", 6)}
 	return l.Handle, nil
 }
 
@@ -43,13 +45,22 @@ type Leaser6 struct {
 	// Neighbors looks a link-local address up in the agent's neighbor
 	// table; nil means no table.
 	Neighbors func(netip.Addr) (net.HardwareAddr, bool)
-	Log       logr.Logger
+	// Sources tells where a directly received message came from; nil
+	// means unknown (then only relayed messages have a source).
+	Sources *linksource.Table
+	Log     logr.Logger
 }
+
+// SourceWait bounds how long a message waits for the packet socket's
+// record of its source (the two see the same datagram at about the same
+// time). Only messages whose DUID carries no MAC ever wait.
+const SourceWait = 50 * time.Millisecond
 
 // How a client's MAC was found, for logs and tests.
 const (
 	ByRelayOption79 = "relay option 79"
 	ByDUID          = "DUID-LL/LLT"
+	ByLinkSource    = "link-layer source"
 	ByNeighbor      = "neighbor table"
 	ByEUI64         = "modified EUI-64"
 )
@@ -58,9 +69,12 @@ const (
 // possibly relayed), in order: the client link-layer address option of the
 // first-hop relay (RFC 6939), a DUID-LL or DUID-LLT with an Ethernet
 // address, the neighbor entry of the client's link-local address, and a
-// modified EUI-64 link-local address. The client's link-local address is
-// known only for relayed messages (the relay's peer-address): CoreDHCP does
-// not hand the packet's source address to plugins.
+// modified EUI-64 link-local address. For a relayed message the client's
+// link-local address is the relay's peer-address. For a message received
+// directly, CoreDHCP hands plugins no source, so the agent's packet socket
+// records it (Sources): the Ethernet source address of the frame that
+// carried the message (what a neighbor entry would say, known even before
+// the kernel has one) comes in the neighbor table's place.
 func (l *Leaser6) ClientMAC(req dhcpv6.DHCPv6, msg *dhcpv6.Message) (net.HardwareAddr, string) {
 	var firstHop *dhcpv6.RelayMessage
 	for d := req; d != nil && d.IsRelay(); {
@@ -86,11 +100,20 @@ func (l *Leaser6) ClientMAC(req dhcpv6.DHCPv6, msg *dhcpv6.Message) (net.Hardwar
 			return d.LinkLayerAddr, ByDUID
 		}
 	}
-	if firstHop == nil {
-		return nil, ""
+	var peer netip.Addr
+	if firstHop != nil {
+		peer, _ = netip.AddrFromSlice(firstHop.PeerAddr)
+	} else {
+		src, ok := l.source(msg)
+		if !ok {
+			return nil, ""
+		}
+		if len(src.MAC) == 6 {
+			return src.MAC, ByLinkSource
+		}
+		peer = src.Addr
 	}
-	peer, ok := netip.AddrFromSlice(firstHop.PeerAddr)
-	if !ok || !peer.Is6() || !peer.IsLinkLocalUnicast() {
+	if !peer.Is6() || !peer.IsLinkLocalUnicast() {
 		return nil, ""
 	}
 	if l.Neighbors != nil {
@@ -102,6 +125,16 @@ func (l *Leaser6) ClientMAC(req dhcpv6.DHCPv6, msg *dhcpv6.Message) (net.Hardwar
 		return hw, ByEUI64
 	}
 	return nil, ""
+}
+
+// source is where the directly received msg came from, as the packet
+// socket recorded it.
+func (l *Leaser6) source(msg *dhcpv6.Message) (linksource.Source, bool) {
+	cid := msg.Options.ClientID()
+	if l.Sources == nil || cid == nil {
+		return linksource.Source{}, false
+	}
+	return l.Sources.Lookup(msg.TransactionID, cid.ToBytes(), SourceWait)
 }
 
 // clientLog is the logger for one client's message, built only when

@@ -14,6 +14,7 @@ import (
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 	"github.com/vm-dhcp/vm-dhcp/plugins/harvesteroptions"
+	"github.com/vm-dhcp/vm-dhcp/plugins/linksource"
 	"github.com/vm-dhcp/vm-dhcp/plugins/poolwatch"
 )
 
@@ -255,7 +256,7 @@ func TestClientMAC(t *testing.T) {
 		{"DUID-UUID, relayed from an EUI-64 link-local", func() dhcpv6.DHCPv6 {
 			return relay(message(t, dhcpv6.MessageTypeSolicit, uuid, false), "fe80::ff:fe00:a", nil)
 		}, mac6A, ByEUI64},
-		{"DUID-UUID sent directly: unknown", func() dhcpv6.DHCPv6 { return message(t, dhcpv6.MessageTypeSolicit, uuid, false) }, nil, ""},
+		{"DUID-UUID sent directly, no source recorded: unknown", func() dhcpv6.DHCPv6 { return message(t, dhcpv6.MessageTypeSolicit, uuid, false) }, nil, ""},
 	} {
 		req := tc.req()
 		msg, _ := req.GetInnerMessage()
@@ -263,6 +264,21 @@ func TestClientMAC(t *testing.T) {
 		if mac.String() != tc.mac.String() || how != tc.how {
 			t.Errorf("%s: got %s by %q, want %s by %q", tc.name, mac, how, tc.mac, tc.how)
 		}
+	}
+	// Sent directly, the frame's Ethernet source (recorded by the packet
+	// socket under the message's transaction ID and DUID) identifies it.
+	l.Sources = linksource.New()
+	direct := message(t, dhcpv6.MessageTypeSolicit, uuid, false)
+	l.Sources.Record(direct.TransactionID, uuid.ToBytes(), linksource.Source{Addr: netip.MustParseAddr("fe80::99"), MAC: mac6B})
+	if mac, how := l.ClientMAC(direct, direct); mac.String() != mac6B.String() || how != ByLinkSource {
+		t.Errorf("direct DUID-UUID with a recorded source: got %s by %q, want %s by %q", mac, how, mac6B, ByLinkSource)
+	}
+	other := message(t, dhcpv6.MessageTypeSolicit, uuid, false) // another transaction
+	if mac, how := l.ClientMAC(other, other); other.TransactionID != direct.TransactionID && mac != nil {
+		t.Errorf("direct DUID-UUID without a record: got %s by %q, want none", mac, how)
+	}
+	if r := serve(t, l, p, direct); r == nil || iaAddrs(r)[addr6B] == 0 {
+		t.Fatalf("direct DUID-UUID solicit with a recorded source: %v, want %s", r, addr6B)
 	}
 	// A relayed SOLICIT from an EUI-64 client is answered with its address.
 	r := serve(t, l, p, relay(message(t, dhcpv6.MessageTypeSolicit, uuid, false), "fe80::ff:fe00:a", nil))

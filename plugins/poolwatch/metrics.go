@@ -49,7 +49,7 @@ func newMetrics() *Metrics {
 			Name: "vmdhcp_agent_unknown_mac_total", Help: "Requests from hardware addresses with no allocation (not answered).",
 		}),
 		Declines: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "vmdhcp_agent_declines_total", Help: "DHCPDECLINEs received: a client found its address in use by another host.",
+			Name: "vmdhcp_agent_declines_total", Help: "DHCPv4 DHCPDECLINEs and DHCPv6 DECLINEs received: a client found its address in use by another host.",
 		}),
 		optionsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vmdhcp_agent_reply_options_dropped_total",

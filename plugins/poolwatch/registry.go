@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vm-dhcp/vm-dhcp/plugins/linksource"
 )
 
 // Registry holds one Watch per pool for the whole process.
@@ -25,7 +27,10 @@ type Registry struct {
 
 	// Metrics are shared by every plugin instance of the process.
 	Metrics *Metrics
-	prom    *prometheus.Registry
+	// Sources6 is where directly received DHCPv6 messages came from,
+	// recorded by the agent's packet socket, read by ippool-lease.
+	Sources6 *linksource.Table
+	prom     *prometheus.Registry
 
 	// restConfig builds the client config for a kubeconfig path ("" = in
 	// cluster or $KUBECONFIG). Replaceable before the first Watch call.
@@ -50,6 +55,7 @@ func NewRegistry(log logr.Logger) *Registry {
 		configs:    map[string]string{},
 		log:        log,
 		Metrics:    newMetrics(),
+		Sources6:   linksource.New(),
 		prom:       prometheus.NewRegistry(),
 		restConfig: RESTConfig,
 	}

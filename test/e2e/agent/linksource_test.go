@@ -1,0 +1,74 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+)
+
+// A guest whose DHCPv6 DUID carries no MAC (a DUID-EN, what
+// systemd-networkd sends by default), talking to the agent directly with no
+// relay, still gets the address the pool holds for its NIC's MAC: the agent
+// matches it by the Ethernet source of the frames it sends. A real dhclient
+// -6 is given that DUID through its lease file (default-duid).
+func TestDHCPv6ClientWithoutMACInDUID(t *testing.T) {
+	cp := startControlPlane(t)
+	l := newLink(t)
+	noDAD(t, l)
+	proxyAPIServer(t, l.srvNS, cp.hostPort)
+	const mac, ip = "02:00:00:00:00:54", "fd00:198::54"
+	cp.createPool(t, v6Pool("duiden", map[string]string{"198.18.0.2": v1alpha1.AllocatedReserved},
+		map[string]string{"fd00:198::2": v1alpha1.AllocatedReserved, ip: mac}))
+	a := startAgent(t, l, writeAgentConfig6(t, l, "duiden", cp.kubeconfig, filepath.Join(t.TempDir(), "snapshot.json")))
+	a.waitReady(t)
+	setClientMAC6(t, l, mac)
+
+	dir := t.TempDir()
+	defer stopDHClient(dir)
+	events := filepath.Join(dir, "events")
+	_ = os.MkdirAll(events, 0o755)
+	hook := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte(strings.Replace(hook6, "$EVENTS", events, 1)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// DUID-EN (type 2), enterprise 43793 (systemd's), an 8-byte identifier.
+	duid := []byte{0, 2, 0, 0, 0xab, 0x11, 1, 2, 3, 4, 5, 6, 7, 8}
+	var esc strings.Builder
+	for _, b := range duid {
+		fmt.Fprintf(&esc, "\\%03o", b)
+	}
+	leases := filepath.Join(dir, "dhclient6.leases")
+	if err := os.WriteFile(leases, []byte(fmt.Sprintf("default-duid \"%s\";\n", esc.String())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "dhclient6.conf")
+	if err := os.WriteFile(conf, []byte("timeout 10;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := runIn(ctx, l.cliNS, "dhclient", "-6", "-1", "-v", "-cf", conf, "-sf", hook, "-lf", leases,
+		"-pf", filepath.Join(dir, "dhclient.pid"), l.cliIf).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dhclient -6 with a DUID-EN got no lease: %v\n%s\nagent log:\n%s", err, out, readFile(a.logPath))
+	}
+	// The client really sent the DUID-EN (not one made from the MAC).
+	if b, _ := os.ReadFile(leases); !strings.Contains(string(b), esc.String()) {
+		t.Fatalf("dhclient did not keep the DUID-EN; lease file:\n%s", b)
+	}
+	evs := events6(t, dir)
+	if len(evs) == 0 || evs[len(evs)-1].IP != ip {
+		t.Fatalf("dhclient with a DUID-EN holds %+v, want %s", evs, ip)
+	}
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
