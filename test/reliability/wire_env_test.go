@@ -371,7 +371,10 @@ echo "$(date +%s.%N) $1 ${ip:-}" >> "$RELIABILITY_EVENTS"
 // recording each event in the events format of wireHook: bound/renew with
 // the address, "drop" for an address the server gave lifetime 0 (DHCPv6's
 // NAK: no longer the client's; dhclient runs the script for it with
-// new_max_life 0), "expire" when its valid lifetime ran out unrenewed.
+// new_max_life 0), "expire" when its valid lifetime ran out unrenewed,
+// "kept" for an address dhclient still holds from an earlier reply and
+// passes again beside a new one (no answer of the server: set with what is
+// left of its lifetimes, where Debian's script would restart them).
 const wireHook6 = `#!/bin/sh
 ev() { echo "$(date +%s.%N) $1 $2" >> "$RELIABILITY_EVENTS"; }
 case "$reason" in
@@ -382,8 +385,19 @@ BOUND6|REBOOT6|RENEW6|REBIND6)
     ev drop "$new_ip6_address"
     exit 0
   fi
-  ip -6 addr replace "$new_ip6_address/128" dev "$interface" valid_lft "$new_max_life" preferred_lft "${new_preferred_life:-$new_max_life}"
-  case "$reason" in BOUND6|REBOOT6) ev bound "$new_ip6_address" ;; *) ev renew "$new_ip6_address" ;; esac ;;
+  valid=$new_max_life pref=${new_preferred_life:-$new_max_life}
+  case "$reason" in BOUND6|REBOOT6) kind=bound ;; *) kind=renew ;; esac
+  # An address this reply did not list (dhclient keeps the bindings it
+  # had when it solicits again) started before it: not an answer, and its
+  # lifetimes run from when it was given.
+  if [ -n "$new_life_starts" ] && [ -n "$new_starts" ] && [ "$new_life_starts" -lt "$new_starts" ]; then
+    now=$(date +%s) kind=kept
+    valid=$((new_life_starts + valid - now)) pref=$((new_life_starts + pref - now))
+    [ "$pref" -ge 0 ] || pref=0
+    [ "$valid" -gt 0 ] || exit 0
+  fi
+  ip -6 addr replace "$new_ip6_address/128" dev "$interface" valid_lft "$valid" preferred_lft "$pref"
+  ev "$kind" "$new_ip6_address" ;;
 EXPIRE6|RELEASE6|STOP6)
   [ -n "$old_ip6_address" ] && ip -6 addr del "$old_ip6_address/128" dev "$interface" 2>/dev/null
   # Lifetime 0 was recorded as drop when the reply came: dhclient expires it later.
