@@ -46,9 +46,9 @@ func Evaluate(pools []v1alpha1.IPPool, cfgs []v1alpha1.VirtualMachineNetworkConf
 
 	out = append(out, EvaluateClaims(cfgs)...)
 
-	// What the VMNetCfgs claim: network -> mac -> ip, for entries Allocated.
-	type claim struct{ ip, owner string }
-	claims := map[string]map[string]claim{}
+	// What the VMNetCfgs claim: network -> mac -> ip, for entries Allocated,
+	// per family (an IPv6 claim is an entry's allocatedIPv6Address).
+	claims, claims6 := map[string]map[string]claim{}, map[string]map[string]claim{}
 	for i := range cfgs {
 		v := &cfgs[i]
 		name := v.Namespace + "/" + v.Name
@@ -57,13 +57,10 @@ func Evaluate(pools []v1alpha1.IPPool, cfgs []v1alpha1.VirtualMachineNetworkConf
 				continue
 			}
 			mac := ipam.NormalizeMAC(s.MACAddress)
-			if claims[s.NetworkName] == nil {
-				claims[s.NetworkName] = map[string]claim{}
+			addClaim(claims, add, name, s.NetworkName, mac, s.AllocatedIPAddress)
+			if s.AllocatedIPv6Address != "" {
+				addClaim(claims6, add, name, s.NetworkName, mac, s.AllocatedIPv6Address)
 			}
-			if prev, dup := claims[s.NetworkName][mac]; dup && prev.ip != s.AllocatedIPAddress {
-				add("mac-two-addresses", name, "MAC %s on %s holds %s here and %s in %s", mac, s.NetworkName, s.AllocatedIPAddress, prev.ip, prev.owner)
-			}
-			claims[s.NetworkName][mac] = claim{ip: s.AllocatedIPAddress, owner: name}
 		}
 	}
 
@@ -72,50 +69,31 @@ func Evaluate(pools []v1alpha1.IPPool, cfgs []v1alpha1.VirtualMachineNetworkConf
 		p := &pools[i]
 		name := p.Namespace + "/" + p.Name
 		poolByNetwork[p.Spec.NetworkName] = p
-		var allocated map[string]string
-		used, available := 0, 0
-		if p.Status.IPv4 != nil {
-			allocated, used, available = p.Status.IPv4.Allocated, p.Status.IPv4.Used, p.Status.IPv4.Available
-		}
-
-		// An address maps to one MAC by construction of the map; a MAC must
-		// not hold two addresses.
-		ipOfMAC := map[string]string{}
-		nMACs := 0
-		for ip, mac := range allocated {
-			if mac == ipam.MarkExcluded || mac == ipam.MarkReserved {
-				continue
+		if p.HasIPv4() {
+			var allocated map[string]string
+			used, available := 0, 0
+			if p.Status.IPv4 != nil {
+				allocated, used, available = p.Status.IPv4.Allocated, p.Status.IPv4.Used, p.Status.IPv4.Available
 			}
-			nMACs++
-			m := ipam.NormalizeMAC(mac)
-			if prev, dup := ipOfMAC[m]; dup {
-				add("mac-two-addresses", name, "MAC %s holds %s and %s", m, prev, ip)
-			}
-			ipOfMAC[m] = ip
-			c, ok := claims[p.Spec.NetworkName][m]
-			switch {
-			case !ok:
-				add("leak", name, "%s allocated to %s but no VirtualMachineNetworkConfig has it Allocated", ip, m)
-			case c.ip != ip:
-				add("mismatch", name, "%s allocated to %s but %s records %s", ip, m, c.owner, c.ip)
+			nMACs := checkHalf(add, name, "", allocated, used, claims[p.Spec.NetworkName])
+			if pool, err := ipam.New(ipam.Config{
+				CIDR: p.Spec.IPv4Config.CIDR, Start: string(p.Spec.IPv4Config.Pool.Start), End: string(p.Spec.IPv4Config.Pool.End),
+				ServerIP: string(p.Spec.IPv4Config.ServerIP), Router: string(p.Spec.IPv4Config.Router), Exclude: toStrings(p.Spec.IPv4Config.Pool.Exclude),
+			}); err == nil {
+				if want := pool.Available() - nMACs; p.Status.IPv4 != nil && available != want {
+					add("counts", name, "available=%d but the range leaves %d", available, want)
+				}
 			}
 		}
-		for m, c := range claims[p.Spec.NetworkName] {
-			if _, ok := ipOfMAC[m]; !ok {
-				add("missing-entry", c.owner, "Allocated %s for %s on %s has no entry in IPPool %s", c.ip, m, p.Spec.NetworkName, name)
+		if p.HasIPv6() {
+			// status.ipv6.available is capped (a /64 range holds more than an
+			// int64): only the used count and the entries are checked.
+			var allocated map[string]string
+			used := 0
+			if p.Status.IPv6 != nil {
+				allocated, used = p.Status.IPv6.Allocated, p.Status.IPv6.Used
 			}
-		}
-
-		if used != nMACs {
-			add("counts", name, "used=%d but %d addresses are allocated to MACs", used, nMACs)
-		}
-		if pool, err := ipam.New(ipam.Config{
-			CIDR: p.Spec.IPv4Config.CIDR, Start: string(p.Spec.IPv4Config.Pool.Start), End: string(p.Spec.IPv4Config.Pool.End),
-			ServerIP: string(p.Spec.IPv4Config.ServerIP), Router: string(p.Spec.IPv4Config.Router), Exclude: toStrings(p.Spec.IPv4Config.Pool.Exclude),
-		}); err == nil {
-			if want := pool.Available() - nMACs; p.Status.IPv4 != nil && available != want {
-				add("counts", name, "available=%d but the range leaves %d", available, want)
-			}
+			checkHalf(add, name, "IPv6 ", allocated, used, claims6[p.Spec.NetworkName])
 		}
 	}
 	for network, macs := range claims {
@@ -146,23 +124,82 @@ func EvaluateClaims(cfgs []v1alpha1.VirtualMachineNetworkConfig) []Violation {
 		}
 		name := v.Namespace + "/" + v.Name
 		for _, s := range v.Status.NetworkConfigs {
-			if s.State != v1alpha1.StateAllocated || s.AllocatedIPAddress == "" {
+			if s.State != v1alpha1.StateAllocated {
 				continue
 			}
 			mac := ipam.NormalizeMAC(s.MACAddress)
 			if byIP[s.NetworkName] == nil {
 				byIP[s.NetworkName] = map[string]holder{}
 			}
-			if prev, dup := byIP[s.NetworkName][s.AllocatedIPAddress]; dup && prev.mac != mac {
-				out = append(out, Violation{Kind: "address-two-macs", Object: name,
-					Detail: fmt.Sprintf("%s on %s is Allocated to %s here and to %s in %s", s.AllocatedIPAddress, s.NetworkName, mac, prev.mac, prev.owner)})
-				continue
+			// IPv4 and IPv6 addresses never spell alike: one map holds both.
+			for _, ip := range []string{s.AllocatedIPAddress, s.AllocatedIPv6Address} {
+				if ip == "" {
+					continue
+				}
+				if prev, dup := byIP[s.NetworkName][ip]; dup && prev.mac != mac {
+					out = append(out, Violation{Kind: "address-two-macs", Object: name,
+						Detail: fmt.Sprintf("%s on %s is Allocated to %s here and to %s in %s", ip, s.NetworkName, mac, prev.mac, prev.owner)})
+					continue
+				}
+				byIP[s.NetworkName][ip] = holder{mac: mac, owner: name}
 			}
-			byIP[s.NetworkName][s.AllocatedIPAddress] = holder{mac: mac, owner: name}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
 	return out
+}
+
+// claim is an address a VirtualMachineNetworkConfig records as Allocated.
+type claim struct{ ip, owner string }
+
+// addClaim records that owner claims ip for mac on network; a MAC claiming
+// two addresses of one family is a violation.
+func addClaim(claims map[string]map[string]claim, add func(kind, obj, format string, args ...any), owner, network, mac, ip string) {
+	if claims[network] == nil {
+		claims[network] = map[string]claim{}
+	}
+	if prev, dup := claims[network][mac]; dup && prev.ip != ip {
+		add("mac-two-addresses", owner, "MAC %s on %s holds %s here and %s in %s", mac, network, ip, prev.ip, prev.owner)
+	}
+	claims[network][mac] = claim{ip: ip, owner: owner}
+}
+
+// checkHalf compares one family's allocations of pool name with the claims
+// of its network: no MAC with two addresses, no entry without a claim (a
+// leak) or with another address than the claim, no claim without an entry,
+// used counting the MACs. It returns the number of addresses given to MACs.
+func checkHalf(add func(kind, obj, format string, args ...any), name, family string, allocated map[string]string, used int, claims map[string]claim) int {
+	// An address maps to one MAC by construction of the map; a MAC must
+	// not hold two addresses.
+	ipOfMAC := map[string]string{}
+	nMACs := 0
+	for ip, mac := range allocated {
+		if mac == ipam.MarkExcluded || mac == ipam.MarkReserved {
+			continue
+		}
+		nMACs++
+		m := ipam.NormalizeMAC(mac)
+		if prev, dup := ipOfMAC[m]; dup {
+			add("mac-two-addresses", name, "MAC %s holds %s%s and %s", m, family, prev, ip)
+		}
+		ipOfMAC[m] = ip
+		c, ok := claims[m]
+		switch {
+		case !ok:
+			add("leak", name, "%s%s allocated to %s but no VirtualMachineNetworkConfig has it Allocated", family, ip, m)
+		case c.ip != ip:
+			add("mismatch", name, "%s%s allocated to %s but %s records %s", family, ip, m, c.owner, c.ip)
+		}
+	}
+	for m, c := range claims {
+		if _, ok := ipOfMAC[m]; !ok {
+			add("missing-entry", c.owner, "Allocated %s%s for %s has no entry in IPPool %s", family, c.ip, m, name)
+		}
+	}
+	if used != nMACs {
+		add("counts", name, "%sused=%d but %d addresses are allocated to MACs", family, used, nMACs)
+	}
+	return nMACs
 }
 
 func toStrings(in []v1alpha1.IPv4Address) []string {

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/agentconfig"
 )
 
 // The agent scenarios' network: the agent's namespace holds a bridge with
@@ -232,14 +233,19 @@ func (e *agentEnv) currentAgent() *process {
 // writeAgentConfig writes the CoreDHCP config of an agent serving pool
 // (namespace/name) on br0 of its namespace, as the controller would.
 func writeAgentConfig(path, serverIP, pool, kubeconfig, snapshot string) error {
-	conf := fmt.Sprintf(`server4:
-  listen:
-    - "%%br0"
-  plugins:
-    - server_id: %s
-    - harvester-options: %s kubeconfig=%s
-    - ippool-lease: %s snapshot=%s kubeconfig=%s
-`, serverIP, pool, kubeconfig, pool, snapshot, kubeconfig)
+	return writeAgentConfigDUID(path, serverIP, "", pool, kubeconfig, snapshot)
+}
+
+// writeAgentConfigDUID is writeAgentConfig with a server6 section (DHCPv6,
+// server identifier DUID-LL of duid) when duid is set; serverIP may then be
+// empty (an IPv6-only pool). The controller's own renderer writes it.
+func writeAgentConfigDUID(path, serverIP, duid, pool, kubeconfig, snapshot string) error {
+	ns, name, _ := strings.Cut(pool, "/")
+	conf, err := agentconfig.Render(agentconfig.Params{Interface: "br0", ServerIP: serverIP, PoolNamespace: ns, PoolName: name,
+		SnapshotPath: snapshot, Kubeconfig: kubeconfig, ServerDUID: duid})
+	if err != nil {
+		return err
+	}
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return fmt.Errorf("write agent config: %w", err)
 	}
@@ -335,7 +341,7 @@ func (c *udhcpcClient) read() ([]clientEvent, error) {
 		}
 		ev := clientEvent{at: time.Unix(0, int64(sec*1e9)), kind: f[1]}
 		if len(f) > 2 {
-			ev.ip = f[2]
+			ev.ip = canonIP(f[2]) // a MAC (reboot) stays as it is
 		}
 		out = append(out, ev)
 	}

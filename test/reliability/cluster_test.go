@@ -119,14 +119,21 @@ func (cp *controlPlane) startAPIServer() error {
 // network creates namespace ns with a NAD "net" and an IPPool "pool" for it.
 func (cp *controlPlane) network(t testing.TB, ns string, spec v1alpha1.IPv4Config) *v1alpha1.IPPool {
 	t.Helper()
+	return cp.networkWith(t, ns, v1alpha1.IPPoolSpec{IPv4Config: spec})
+}
+
+// networkWith is network for any pool spec (its network name is filled in):
+// dual stack, IPv6-only.
+func (cp *controlPlane) networkWith(t testing.TB, ns string, spec v1alpha1.IPPoolSpec) *v1alpha1.IPPool {
+	t.Helper()
 	ctx := context.Background()
 	objs := []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}},
 		&nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "net"},
 			Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: `{"cniVersion":"0.3.1","type":"bridge","bridge":"br0"}`}},
 	}
-	pool := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pool"},
-		Spec: v1alpha1.IPPoolSpec{NetworkName: ns + "/net", IPv4Config: spec}}
+	spec.NetworkName = ns + "/net"
+	pool := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "pool"}, Spec: spec}
 	for _, o := range append(objs, pool) {
 		if err := cp.client.Create(ctx, o); err != nil {
 			t.Fatalf("create %T %s: %v", o, o.GetName(), err)

@@ -27,14 +27,30 @@ import (
 func TestS7Wire(t *testing.T) {
 	needRootAndTools(t, "ip", "udhcpc")
 	cp := startControlPlane(t, nil)
-	t.Run("S7A-vm-churn", func(t *testing.T) { s7aVMChurn(t, cp) })
-	t.Run("S7B-pools-and-kills", func(t *testing.T) { s7bPoolsAndKills(t, cp) })
+	t.Run("S7A-vm-churn", func(t *testing.T) {
+		vmChurn(t, cp, wireScenario{id: "s7a", family: wireIPv4, vms: wireVMs, dual: wireDual, ops: 120, maxTime: 120 * time.Second,
+			title: "56 udhcpc guests renewing while VMs are deleted and recreated with the same MAC, NICs removed and re-added, MACs changed"})
+	})
+	t.Run("S7B-pools-and-kills", func(t *testing.T) {
+		poolsAndKills(t, cp, wireScenario{id: "s7b", family: wireIPv4, vms: wireVMs, dual: wireDual, ops: 12, maxTime: 150 * time.Second,
+			title: "56 udhcpc guests renewing while the pool is paused, edited and unpaused and the controller and the agent are SIGKILLed, during VM churn"})
+	})
 }
 
 const (
 	wireVMs  = 50 // VMNetCfgs
 	wireDual = 6  // of which with two NICs: 56 guests
 )
+
+// wireScenario is one wire scenario: its report, its network and guests,
+// and how much churn (operations, or fault rounds) in how long at most.
+type wireScenario struct {
+	id, title string
+	family    wireFamily
+	vms, dual int
+	ops       int
+	maxTime   time.Duration
+}
 
 // churn counts the operations of a scenario by kind.
 type churn struct {
@@ -75,24 +91,21 @@ func (c *churn) String() string {
 	return fmt.Sprintf("%d (%s)", total, strings.Join(kinds, ", "))
 }
 
-// S7A: VMs deleted and recreated with the same MAC, NICs removed and
-// re-added, MACs changed, from 4 workers, while the guests keep renewing.
-func s7aVMChurn(t *testing.T, cp *controlPlane) {
-	const (
-		ops     = 120
-		maxTime = 120 * time.Second
-	)
-	r := newResult("s7a", "56 udhcpc guests renewing while VMs are deleted and recreated with the same MAC, NICs removed and re-added, MACs changed")
+// vmChurn (S7A, S7C): VMs deleted and recreated with the same MAC, NICs
+// removed and re-added, MACs changed, sc.ops operations from 4 workers,
+// while the guests keep renewing.
+func vmChurn(t *testing.T, cp *controlPlane, sc wireScenario) {
+	r := newResult(sc.id, sc.title)
 	report(t, r)
-	e := newWireEnv(t, cp, "s7a", wireVMs, wireDual)
+	e := newWireEnv(t, cp, sc.id, sc.family, sc.vms, sc.dual)
 	run := e.observe()
 	var c churn
 	var n atomic.Int64
-	deadline := time.Now().Add(maxTime)
+	deadline := time.Now().Add(sc.maxTime)
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			for time.Now().Before(deadline) && n.Add(1) <= ops {
+			for time.Now().Before(deadline) && n.Add(1) <= int64(sc.ops) {
 				e.vmOp(&c)
 				time.Sleep(time.Duration(200+e.intn(600)) * time.Millisecond)
 			}
@@ -102,18 +115,16 @@ func s7aVMChurn(t *testing.T, cp *controlPlane) {
 	run.finish(t, r, &c)
 }
 
-// S7B: the pool paused, its excludes edited (taking addresses guests
-// hold) and unpaused; the controller SIGKILLed; the agent SIGKILLed; one
-// after the other, while 2 workers keep churning VMs.
-func s7bPoolsAndKills(t *testing.T, cp *controlPlane) {
-	const (
-		faults       = 12
-		maxTime      = 150 * time.Second
-		faultTimeout = 90 * time.Second
-	)
-	r := newResult("s7b", "56 udhcpc guests renewing while the pool is paused, edited and unpaused and the controller and the agent are SIGKILLed, during VM churn")
+// poolsAndKills (S7B, S7D): the pool paused, its excludes edited (taking
+// addresses guests hold) and unpaused; the controller SIGKILLed; the agent
+// SIGKILLed; one after the other (sc.ops rounds at most), while 2 workers
+// keep churning VMs.
+func poolsAndKills(t *testing.T, cp *controlPlane, sc wireScenario) {
+	const faultTimeout = 90 * time.Second
+	faults, maxTime := sc.ops, sc.maxTime
+	r := newResult(sc.id, sc.title)
 	report(t, r)
-	e := newWireEnv(t, cp, "s7b", wireVMs, wireDual)
+	e := newWireEnv(t, cp, sc.id, sc.family, sc.vms, sc.dual)
 	run := e.observe()
 	var c churn
 	stop := make(chan struct{})
@@ -306,15 +317,27 @@ func (e *wireEnv) pauseEditUnpause(ctx context.Context) error {
 		taken = append(taken, ip)
 	}
 	sort.Strings(taken)
-	var exclude []v1alpha1.IPv4Address
+	var exclude []string
 	for range 2 {
 		if len(taken) > 0 {
 			i := e.intn(len(taken))
-			exclude = append(exclude, v1alpha1.IPv4Address(taken[i]))
+			exclude = append(exclude, taken[i])
 			taken = append(taken[:i], taken[i+1:]...)
 		}
 	}
-	if err := update(func(p *v1alpha1.IPPool) { p.Spec.IPv4Config.Pool.Exclude = exclude }); err != nil {
+	if err := update(func(p *v1alpha1.IPPool) {
+		if e.family.v6() {
+			p.Spec.IPv6Config.Pool.Exclude = nil
+			for _, a := range exclude {
+				p.Spec.IPv6Config.Pool.Exclude = append(p.Spec.IPv6Config.Pool.Exclude, v1alpha1.IPv6Address(a))
+			}
+			return
+		}
+		p.Spec.IPv4Config.Pool.Exclude = nil
+		for _, a := range exclude {
+			p.Spec.IPv4Config.Pool.Exclude = append(p.Spec.IPv4Config.Pool.Exclude, v1alpha1.IPv4Address(a))
+		}
+	}); err != nil {
 		return fmt.Errorf("edit excludes: %w", err)
 	}
 	time.Sleep(time.Second)
@@ -365,11 +388,11 @@ func (w *wireRun) finish(t *testing.T, r *Result, c *churn) {
 	})
 	apiSettled := time.Since(settle)
 	// The guests catch up by renewing (NAK, then DISCOVER) or rebinding:
-	// within two renewal periods and a lease at most.
+	// within two renewal periods and a lease at most (IPv4).
 	var bad []string
 	guests := len(e.guests)
 	checked := false
-	wireErr := eventually(ctx, 2*wireNudgeMax+wireLease*time.Second, time.Second, func() error {
+	wireErr := eventually(ctx, e.family.settleWire(), time.Second, func() error {
 		_, b, err := e.wireState(ctx)
 		if err != nil {
 			return err // the last complete reading stands
@@ -401,6 +424,7 @@ func (w *wireRun) finish(t *testing.T, r *Result, c *churn) {
 	}
 	w.wire.mu.Lock()
 	dupSamples, dupEvents, staleMax, staleWho, readErrs := w.wire.dupSamples, w.wire.dupEvents, w.wire.staleMax, w.wire.staleWho, w.wire.readErrs
+	dadSamples, dadEvents, overstays := w.wire.dadSamples, w.wire.dadEvents, w.wire.overstays
 	w.wire.mu.Unlock()
 	endLost := 0
 	if wireErr != nil {
@@ -410,24 +434,42 @@ func (w *wireRun) finish(t *testing.T, r *Result, c *churn) {
 		}
 	}
 
-	r.Add("guests (real udhcpc, one network namespace each) / VMs", fmt.Sprintf("%d / %d (%d with two NICs)", guests, len(e.vms), wireDual))
-	r.Add("pool lease time / renewal asked of each guest (SIGUSR1)", fmt.Sprintf("%d s / every %s-%s", wireLease, wireNudgeMin, wireNudgeMax))
+	v6 := e.family.v6()
+	of := fmt.Sprintf("%d / %d (%d with two NICs)", guests, len(e.vms), e.dual)
+	if v6 {
+		of += ", " + e.family.String()
+	}
+	r.Add(fmt.Sprintf("guests (real %s, one network namespace each) / VMs", e.family.client()), of)
+	if v6 {
+		r.Add("pool preferred / valid lifetime (dhclient renews at T1, half the preferred)", fmt.Sprintf("%d s / %d s", wirePreferred, wireValid))
+	} else {
+		r.Add("pool lease time / renewal asked of each guest (SIGUSR1)", fmt.Sprintf("%d s / every %s-%s", wireLease, wireNudgeMin, wireNudgeMax))
+	}
 	r.Add("churn operations (over "+churnFor.Round(time.Second).String()+")", c.String())
 	r.Add("controller / agent processes started", fmt.Sprintf("%d / %d", e.ctrlStarts, e.agentStarts))
 	r.Add("wire samples (every guest's eth0 read) / unreadable", fmt.Sprintf("%d / %d", w.wire.samples.Load(), readErrs))
 	r.Add("pool reads / VMNetCfg list samples", fmt.Sprintf("%d / %d", len(w.pool.reads), w.api.samples.Load()))
-	r.Add("renewals asked / ACKed renewals / bound (DORA) / NAKs / deconfigs", fmt.Sprintf("%d / %d / %d / %d / %d", w.nudged, st.renewed, st.bound, st.naks, st.deconfigs))
-	r.Add("guests that lost their address and were NAKed / dropped it by timeout, not NAKed", fmt.Sprintf("%d / %d", st.naked, len(st.notNAKed)))
-	r.Add("renewals of an address still owned that went unanswered (dropped by timeout)", st.timedOutOwned)
+	if v6 {
+		r.Add("renewals and rebinds answered / bound (SOLICIT) / addresses dropped on lifetime 0 / expired unrenewed", fmt.Sprintf("%d / %d / %d / %d", st.renewed, st.bound, st.naks, st.expired))
+	} else {
+		r.Add("renewals asked / ACKed renewals / bound (DORA) / NAKs / deconfigs", fmt.Sprintf("%d / %d / %d / %d / %d", w.nudged, st.renewed, st.bound, st.naks, st.deconfigs))
+		r.Add("guests that lost their address and were NAKed / dropped it by timeout, not NAKed", fmt.Sprintf("%d / %d", st.naked, len(st.notNAKed)))
+		r.Add("renewals of an address still owned that went unanswered (dropped by timeout)", st.timedOutOwned)
+	}
 	r.Add("longest time a guest held an address its MAC no longer had", fmt.Sprintf("%s (%s)", staleMax.Round(100*time.Millisecond), staleWho))
 	r.Add("settled after the churn: API / every guest on its address", fmt.Sprintf("%s / %s", apiSettled.Round(100*time.Millisecond), wireSettled.Round(100*time.Millisecond)))
 	r.Add("VIOLATION two guests with one address: samples / distinct (address, guests)", fmt.Sprintf("%d / %d", dupSamples, len(dupEvents)))
-	r.Add("VIOLATION lost address not NAKed at its renewal", len(st.notNAKed))
+	if v6 {
+		r.Add("VIOLATION address dadfailed on a guest (DAD saw another guest using it): samples / distinct", fmt.Sprintf("%d / %d", dadSamples, len(dadEvents)))
+	} else {
+		r.Add("VIOLATION lost address not NAKed at its renewal", len(st.notNAKed))
+	}
+	r.Add(fmt.Sprintf("VIOLATION address held without its MAC having it beyond the %s grace", e.family.grace()), len(overstays))
 	r.Add("VIOLATION ACK for an address the MAC no longer had", len(st.ackedLost))
 	r.Add("VIOLATION address Allocated to two MACs in VMNetCfgs (API samples)", w.api.doubled.Load())
 	r.Add("VIOLATION end state: guests not holding their MAC's address", endLost)
 	r.Add("VIOLATION end state: test/invariants (lost, leaked, doubled)", len(own))
-	total := dupSamples + len(st.notNAKed) + len(st.ackedLost) + int(w.api.doubled.Load()) + endLost + len(own)
+	total := dupSamples + dadSamples + len(overstays) + len(st.notNAKed) + len(st.ackedLost) + int(w.api.doubled.Load()) + endLost + len(own)
 	r.Add("violations", total)
 
 	note := func(kind string, lines []string) {
@@ -440,6 +482,8 @@ func (w *wireRun) finish(t *testing.T, r *Result, c *churn) {
 		}
 	}
 	note("two guests, one address", dupEvents)
+	note("dadfailed", dadEvents)
+	note("overstay", overstays)
 	note("not NAKed", st.notNAKed)
 	note("ACK of a lost address", st.ackedLost)
 	if wireErr != nil {
@@ -460,6 +504,12 @@ func (w *wireRun) finish(t *testing.T, r *Result, c *churn) {
 	}
 	if dupSamples > 0 {
 		t.Errorf("two guests held one address at once in %d samples: %v", dupSamples, dupEvents)
+	}
+	if dadSamples > 0 {
+		t.Errorf("duplicate address detection failed on guests in %d samples: %v", dadSamples, dadEvents)
+	}
+	if len(overstays) > 0 {
+		t.Errorf("guests held addresses their MAC no longer had beyond %s: %v", e.family.grace(), overstays)
 	}
 	if len(st.notNAKed) > 0 {
 		t.Errorf("guests that lost their address were not NAKed: %v", st.notNAKed)
@@ -498,13 +548,23 @@ func (e *wireEnv) settled(ctx context.Context) error {
 			notReady++
 		}
 	}
-	used := -1
-	if p.Status.IPv4 != nil {
-		used = p.Status.IPv4.Used
+	// Each half the pool has counts one address per guest.
+	used, used6 := len(e.guests), len(e.guests)
+	if e.family != wireOnlyIPv6 {
+		used = -1
+		if p.Status.IPv4 != nil {
+			used = p.Status.IPv4.Used
+		}
 	}
-	if len(list.Items) != len(e.vms) || notReady != 0 || used != len(e.guests) {
-		return fmt.Errorf("%d VMNetCfgs (%d not Allocated or being deleted), pool used %d; want %d Allocated, used %d",
-			len(list.Items), notReady, used, len(e.vms), len(e.guests))
+	if e.family.v6() {
+		used6 = -1
+		if p.Status.IPv6 != nil {
+			used6 = p.Status.IPv6.Used
+		}
+	}
+	if len(list.Items) != len(e.vms) || notReady != 0 || used != len(e.guests) || used6 != len(e.guests) {
+		return fmt.Errorf("%d VMNetCfgs (%d not Allocated or being deleted), pool used %d (IPv4) / %d (IPv6); want %d Allocated, used %d",
+			len(list.Items), notReady, used, used6, len(e.vms), len(e.guests))
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package reliability
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -31,6 +32,26 @@ import (
 //   - ACK of a lost address: udhcpc's hook got bound/renew for an address
 //     the pool had not given to the guest's MAC at any read from
 //     wireAgentLag before to 1 s after.
+//   - duplicate found by DAD (IPv6): a guest's address is dadfailed, the
+//     kernel's duplicate address detection having found another node of the
+//     link using it when it was configured: two guests were given it. The
+//     kernel keeps a dadfailed address only when it is permanent; one with
+//     lifetimes, as the DHCPv6 hook sets, it deletes when DAD fails (about
+//     a second after it was added, and again after every renewal re-adds
+//     it): such a duplicate shows as the second guest's tentative copy
+//     beside the first one's, a duplicate above (a run with the IPv6
+//     quarantine deliberately removed found its duplicates this way).
+//   - overstay: a guest held an address its MAC did not have (by the latest
+//     pool read) for longer than the family's grace, the lease time (IPv4)
+//     or valid lifetime (IPv6) plus wireAgentLag: even a guest whose
+//     renewals all went unanswered must have dropped it by then, so a longer
+//     hold means something renewed an address that was not its MAC's.
+//   - DHCPv6 has no NAK: the agent answers a renewal of an address that is
+//     no longer the client's with lifetime 0 (the hook records "drop"), but
+//     a MAC with no address at all gets NoBinding, after which the guest
+//     keeps the address until its valid lifetime ends ("expire"), exactly
+//     what the controller's quarantine waits for. The not-NAKed rule is
+//     therefore IPv4's; the overstay rule bounds both families.
 //   - end state: once the workload stops and the controller has converged,
 //     every guest must hold exactly the address the pool and its VMNetCfg
 //     give its MAC (a lost allocation shows as a guest with nothing, a leak
@@ -133,20 +154,18 @@ type wireSampler struct {
 	dupSamples int
 	dupEvents  []string
 	episodes   map[string]bool // ip + guests, counted once
-	stale      map[int]staleHold
+	dadSamples int
+	dadEvents  []string             // ip + guest, once each
+	stale      map[string]time.Time // "guest ip" -> first seen held without its MAC owning it
 	staleMax   time.Duration
 	staleWho   string
+	overstays  []string // stale beyond the family's grace, once per guest and address
 	readErrs   int
 	stop       func()
 }
 
-type staleHold struct {
-	ip    string
-	since time.Time
-}
-
 func (e *wireEnv) startWireSampler(pool *poolTimeline, every time.Duration) *wireSampler {
-	s := &wireSampler{e: e, pool: pool, episodes: map[string]bool{}, stale: map[int]staleHold{}}
+	s := &wireSampler{e: e, pool: pool, episodes: map[string]bool{}, stale: map[string]time.Time{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	s.stop = func() { cancel(); <-done }
@@ -166,18 +185,22 @@ func (e *wireEnv) startWireSampler(pool *poolTimeline, every time.Duration) *wir
 func (s *wireSampler) sweep() {
 	at := time.Now()
 	byIP := map[string][]*guest{}
-	held := map[int]string{}
+	held := map[int][]string{}
+	var dad []string
 	for _, g := range s.e.guests {
-		a, err := g.held()
+		h, err := g.held()
 		if err != nil {
 			s.mu.Lock()
 			s.readErrs++
 			s.mu.Unlock()
 			return // the whole sample is void
 		}
-		if a != "" {
+		for _, a := range h.ips {
 			byIP[a] = append(byIP[a], g)
-			held[g.idx] = a
+		}
+		held[g.idx] = h.ips
+		for _, a := range h.dadFailed {
+			dad = append(dad, fmt.Sprintf("%s on guest %d (%s, MAC %s)", a, g.idx, g.vm.name, g.MAC()))
 		}
 	}
 	s.samples.Add(1)
@@ -199,23 +222,47 @@ func (s *wireSampler) sweep() {
 	if dup {
 		s.dupSamples++
 	}
+	if len(dad) > 0 {
+		s.dadSamples++
+		for _, d := range dad {
+			if !s.episodes["dad "+d] {
+				s.episodes["dad "+d] = true
+				s.dadEvents = append(s.dadEvents, at.UTC().Format("15:04:05.000")+" "+d)
+			}
+		}
+	}
 	if owners == nil {
 		return
 	}
+	seen := map[string]bool{}
 	for _, g := range s.e.guests {
-		a := held[g.idx]
-		if a == "" || owners[a] == ipam.NormalizeMAC(g.MAC()) {
-			delete(s.stale, g.idx)
-			continue
+		mac := ipam.NormalizeMAC(g.MAC())
+		for _, a := range held[g.idx] {
+			if owners[a] == mac {
+				continue
+			}
+			key := fmt.Sprintf("%d %s", g.idx, a)
+			seen[key] = true
+			since, ok := s.stale[key]
+			if !ok {
+				s.stale[key] = at
+				continue
+			}
+			d := at.Sub(since)
+			if d > s.staleMax {
+				s.staleMax = d
+				s.staleWho = fmt.Sprintf("guest %d (%s) held %s", g.idx, g.vm.name, a)
+			}
+			if d > s.e.family.grace() && !s.episodes["overstay "+key] {
+				s.episodes["overstay "+key] = true
+				s.overstays = append(s.overstays, fmt.Sprintf("%s guest %d (%s, MAC %s) has held %s for %s without its MAC having it",
+					at.UTC().Format("15:04:05.000"), g.idx, g.vm.name, mac, a, d.Round(100*time.Millisecond)))
+			}
 		}
-		h, ok := s.stale[g.idx]
-		if !ok || h.ip != a {
-			s.stale[g.idx] = staleHold{ip: a, since: at}
-			continue
-		}
-		if d := at.Sub(h.since); d > s.staleMax {
-			s.staleMax = d
-			s.staleWho = fmt.Sprintf("guest %d (%s) held %s", g.idx, g.vm.name, a)
+	}
+	for key := range s.stale {
+		if !seen[key] {
+			delete(s.stale, key) // dropped, or its MAC's again
 		}
 	}
 }
@@ -225,7 +272,7 @@ func (s *wireSampler) confirm(ip string, a, b *guest) bool {
 	a1, err1 := a.held()
 	bb, err2 := b.held()
 	a2, err3 := a.held()
-	if err1 != nil || err2 != nil || err3 != nil || a1 != ip || bb != ip || a2 != ip {
+	if err1 != nil || err2 != nil || err3 != nil || !slices.Contains(a1.ips, ip) || !slices.Contains(bb.ips, ip) || !slices.Contains(a2.ips, ip) {
 		return false
 	}
 	s.mu.Lock()
@@ -243,6 +290,7 @@ func (s *wireSampler) confirm(ip string, a, b *guest) bool {
 type eventStats struct {
 	bound, renewed, naks, deconfigs int
 	naked                           int // bound guests that got a NAK (and dropped their address)
+	expired                         int // IPv6: addresses whose valid lifetime ran out unrenewed
 	timedOutOwned                   int // dropped by timeout although the MAC still had the address
 	notNAKed                        []string
 	ackedLost                       []string
@@ -270,6 +318,17 @@ func analyzeEvents(idx int, mac0 string, evs []clientEvent, pool *poolTimeline, 
 			st.naks++
 			if held != "" {
 				st.naked++
+			}
+		case "drop": // IPv6: lifetime 0 for an address the guest had
+			st.naks++
+			st.naked++
+			if ev.ip == held {
+				held = ""
+			}
+		case "expire": // IPv6: its valid lifetime ran out (see the top)
+			st.expired++
+			if ev.ip == held {
+				held = ""
 			}
 		case "deconfig":
 			st.deconfigs++

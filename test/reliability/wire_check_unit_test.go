@@ -39,6 +39,9 @@ func TestWireClassification(t *testing.T) {
 		{"timed out while owned (agent down)", []clientEvent{{at(1), "bound", "10.0.0.5"}, {at(9), "deconfig", ""}}, 0, 0, 0, 1},
 		{"timed out across the loss", []clientEvent{{at(1), "bound", "10.0.0.5"}, {at(13), "deconfig", ""}}, 0, 0, 0, 1},
 		{"start-up deconfig is not a drop", []clientEvent{{at(0), "deconfig", ""}, {at(1), "bound", "10.0.0.5"}}, 0, 0, 0, 0},
+		{"IPv6: lifetime 0 after the loss is its NAK", []clientEvent{{at(1), "bound", "10.0.0.5"}, {at(13), "drop", "10.0.0.5"}}, 0, 0, 1, 0},
+		{"IPv6: expired after the loss (NoBinding) is no violation", []clientEvent{{at(1), "bound", "10.0.0.5"}, {at(17), "expire", "10.0.0.5"}}, 0, 0, 0, 0},
+		{"IPv6: renewed well after the loss", []clientEvent{{at(1), "bound", "10.0.0.5"}, {at(14), "renew", "10.0.0.5"}}, 0, 1, 0, 0},
 		{"another MAC after a reboot", []clientEvent{{at(1), "bound", "10.0.0.5"}, {at(12), "reboot", b}, {at(12.1), "deconfig", ""}, {at(25), "bound", "10.0.0.5"}}, 0, 0, 0, 0},
 	}
 	for _, tc := range tests {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math/rand"
 	"net"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,11 +19,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
+	"github.com/vm-dhcp/vm-dhcp/controller/agentconfig"
 	"github.com/vm-dhcp/vm-dhcp/controller/ipam"
 )
 
@@ -47,6 +51,65 @@ const (
 	wireAgentLag = 2 * time.Second
 )
 
+// The IPv6 wire scenarios (S7C, S7D) put the pool's IPv6 half on the same
+// bridge and run dhclient -6 in the guests.
+const (
+	wireServerIP6 = "fd00:40::2"
+	// wirePreferred and wireValid are the pool's IPv6 lifetimes: dhclient
+	// renews by itself at T1, half the preferred lifetime (every 5 s), and
+	// rebinds at T2 (4/5 of it); an address nobody answers for leaves the
+	// guest's kernel when its valid lifetime runs out (the hook sets it), the
+	// time the controller quarantines a released IPv6 address.
+	wirePreferred = 10
+	wireValid     = 20
+)
+
+// wireFamily is what a wire scenario runs on.
+type wireFamily int
+
+const (
+	wireIPv4     wireFamily = iota // udhcpc guests on an IPv4 pool (S7A, S7B)
+	wireDualIPv6                   // dhclient -6 guests on a dual-stack pool
+	wireOnlyIPv6                   // dhclient -6 guests on an IPv6-only pool
+)
+
+func (f wireFamily) v6() bool { return f != wireIPv4 }
+
+func (f wireFamily) String() string {
+	return [...]string{"IPv4 pool", "dual-stack pool", "IPv6-only pool"}[f]
+}
+
+// client is the DHCP client every guest of the family runs.
+func (f wireFamily) client() string {
+	if f.v6() {
+		return "dhclient -6"
+	}
+	return "udhcpc"
+}
+
+// grace is how long a guest may keep an address its MAC no longer has: the
+// lease (IPv4) or valid lifetime (IPv6) its last answer gave it, when no
+// later renewal is answered, plus the time the agent may take to see the
+// change (IPv6: and a second, the kernel expiring addresses on whole
+// seconds). Beyond it the address must be gone from the guest.
+func (f wireFamily) grace() time.Duration {
+	if f.v6() {
+		return wireValid*time.Second + wireAgentLag + time.Second
+	}
+	return wireLease*time.Second + wireAgentLag
+}
+
+// settleWire is how long the guests may take to hold their MAC's address
+// once the churn has stopped: two renewal periods and a lease (IPv4); a
+// valid lifetime and the SOLICIT back-off of a guest left without an answer
+// (IPv6).
+func (f wireFamily) settleWire() time.Duration {
+	if f.v6() {
+		return 3 * wireValid * time.Second
+	}
+	return 2*wireNudgeMax + wireLease*time.Second
+}
+
 // wireVM is one VMNetCfg of the workload and its guests (one per NIC).
 type wireVM struct {
 	name   string
@@ -63,6 +126,8 @@ type guest struct {
 	vm     *wireVM
 	nic    int
 	events string
+	v6     bool   // runs dhclient -6 and is read for IPv6 addresses
+	leases string // dhclient's lease file (with its DUID)
 
 	mu     sync.Mutex
 	mac    string // the NIC's MAC now (in the VMNetCfg spec and on eth0)
@@ -85,6 +150,7 @@ type wireEnv struct {
 	t        *testing.T
 	cp       *controlPlane
 	cs       *controllerSet
+	family   wireFamily
 	ns       string // Kubernetes namespace of the pool and the VMNetCfgs
 	network  string
 	pool     types.NamespacedName
@@ -93,6 +159,7 @@ type wireEnv struct {
 	srvNS    string
 	hook     string
 	conf     string
+	dhcConf  string // dhclient -6's (empty) config file
 	agentBin string
 
 	procMu      sync.Mutex
@@ -102,20 +169,21 @@ type wireEnv struct {
 	agentStarts int
 
 	vms    []*wireVM
+	dual   int // VMs with two NICs
 	guests []*guest
 	macSeq atomic.Int64
 	rng    *rand.Rand
 	rngMu  sync.Mutex
 }
 
-// newWireEnv starts a controller, creates a pool and vms VMNetCfgs (the
-// last dual of them with two NICs), plugs one guest per NIC into the
-// pool's network, starts the agent and waits until every guest is bound to
-// the address of its MAC.
-func newWireEnv(t *testing.T, cp *controlPlane, ns string, vms, dual int) *wireEnv {
+// newWireEnv starts a controller, creates a pool of the family and vms
+// VMNetCfgs (the last dual of them with two NICs), plugs one guest per NIC
+// into the pool's network, starts the agent and waits until every guest is
+// bound to the address of its MAC.
+func newWireEnv(t *testing.T, cp *controlPlane, ns string, family wireFamily, vms, dual int) *wireEnv {
 	ctx := context.Background()
 	seed := time.Now().UnixNano()
-	e := &wireEnv{t: t, cp: cp, ns: ns, network: ns + "/net", pool: types.NamespacedName{Namespace: ns, Name: "pool"},
+	e := &wireEnv{t: t, cp: cp, family: family, dual: dual, ns: ns, network: ns + "/net", pool: types.NamespacedName{Namespace: ns, Name: "pool"},
 		dir: t.TempDir(), prefix: fmt.Sprintf("vmw%d%s-", os.Getpid()%100000, ns),
 		agentBin: agentBinary(t), rng: rand.New(rand.NewSource(seed))}
 	t.Logf("random seed %d", seed)
@@ -143,8 +211,17 @@ func newWireEnv(t *testing.T, cp *controlPlane, ns string, vms, dual int) *wireE
 		defer e.procMu.Unlock()
 		e.controller.stop(5 * time.Second)
 	})
-	cp.network(t, ns, v1alpha1.IPv4Config{ServerIP: wireServerIP, CIDR: "10.40.0.0/24", Router: "10.40.0.1",
-		Pool: v1alpha1.Pool{Start: "10.40.0.10", End: "10.40.0.200"}, LeaseTime: ptr.To(wireLease)})
+	var spec v1alpha1.IPPoolSpec
+	if family != wireOnlyIPv6 {
+		spec.IPv4Config = v1alpha1.IPv4Config{ServerIP: wireServerIP, CIDR: "10.40.0.0/24", Router: "10.40.0.1",
+			Pool: v1alpha1.Pool{Start: "10.40.0.10", End: "10.40.0.200"}, LeaseTime: ptr.To(wireLease)}
+	}
+	if family.v6() {
+		spec.IPv6Config = &v1alpha1.IPv6Config{ServerIP: wireServerIP6, CIDR: "fd00:40::/64",
+			Pool:              v1alpha1.IPv6Pool{Start: "fd00:40::10", End: "fd00:40::ff"},
+			PreferredLifetime: ptr.To(wirePreferred), ValidLifetime: ptr.To(wireValid)}
+	}
+	cp.networkWith(t, ns, spec)
 
 	// Network namespaces first registered for removal, so a failure half
 	// way through leaves nothing behind.
@@ -183,12 +260,29 @@ func newWireEnv(t *testing.T, cp *controlPlane, ns string, vms, dual int) *wireE
 		}
 	}
 	must(mk(e.srvNS))
-	must(ip("-n", e.srvNS, "link", "add", "br0", "type", "bridge"))
-	must(ip("-n", e.srvNS, "addr", "add", wireServerIP+"/24", "dev", "br0"))
+	if family.v6() {
+		// The agent's side is usable at once (no DAD on the bridge), and
+		// the bridge floods every multicast (DHCPv6 to ff02::1:2, DAD
+		// probes): no snooping that could hide one guest from another.
+		must(sysctlIn(e.srvNS, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"))
+		must(ip("-n", e.srvNS, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"))
+		must(ip("-n", e.srvNS, "addr", "add", wireServerIP6+"/64", "dev", "br0", "nodad"))
+	} else {
+		must(ip("-n", e.srvNS, "link", "add", "br0", "type", "bridge"))
+	}
+	if family != wireOnlyIPv6 {
+		must(ip("-n", e.srvNS, "addr", "add", wireServerIP+"/24", "dev", "br0"))
+	}
 	must(ip("-n", e.srvNS, "link", "set", "br0", "up"))
 
 	e.hook = filepath.Join(e.dir, "udhcpc-hook.sh")
-	must(os.WriteFile(e.hook, []byte(wireHook), 0o755))
+	hook := wireHook
+	if family.v6() {
+		e.hook, hook = filepath.Join(e.dir, "dhclient6-hook.sh"), wireHook6
+		e.dhcConf = filepath.Join(e.dir, "dhclient6.conf")
+		must(os.WriteFile(e.dhcConf, nil, 0o644))
+	}
+	must(os.WriteFile(e.hook, []byte(hook), 0o755))
 	for i := range vms {
 		vm := &wireVM{name: fmt.Sprintf("vm-%02d", i)}
 		nics := 1
@@ -196,10 +290,14 @@ func newWireEnv(t *testing.T, cp *controlPlane, ns string, vms, dual int) *wireE
 			nics = 2
 		}
 		for n := range nics {
-			g := &guest{idx: len(e.guests), vm: vm, nic: n, mac: e.newMAC()}
+			g := &guest{idx: len(e.guests), vm: vm, nic: n, mac: e.newMAC(), v6: family.v6()}
 			g.mac0 = g.mac
 			g.netns = fmt.Sprintf("%sg%d", e.prefix, g.idx)
 			g.events = filepath.Join(e.dir, fmt.Sprintf("events-%d", g.idx))
+			g.leases = filepath.Join(e.dir, fmt.Sprintf("dhclient6-%d.leases", g.idx))
+			// A guest keeps the kernel's duplicate address detection on
+			// (the default): an IPv6 address on two guests of the link
+			// shows as dadfailed, which the wire sampler counts.
 			must(mk(g.netns))
 			port := fmt.Sprintf("p%d", g.idx)
 			must(ip("link", "add", "eth0", "netns", g.netns, "address", g.mac, "type", "veth", "peer", "name", port, "netns", e.srvNS))
@@ -219,7 +317,14 @@ func newWireEnv(t *testing.T, cp *controlPlane, ns string, vms, dual int) *wireE
 	must(err)
 	t.Cleanup(func() { proxy.Close() })
 	e.conf = filepath.Join(e.dir, "config.yaml")
-	must(writeAgentConfig(e.conf, wireServerIP, ns+"/pool", cp.kubeconfig, filepath.Join(e.dir, "snapshot.json")))
+	serverIP, duid := wireServerIP, ""
+	if family == wireOnlyIPv6 {
+		serverIP = ""
+	}
+	if family.v6() {
+		duid = agentconfig.ServerDUIDMAC(ns, "pool")
+	}
+	must(writeAgentConfigDUID(e.conf, serverIP, duid, ns+"/pool", cp.kubeconfig, filepath.Join(e.dir, "snapshot.json")))
 	e.startAgent()
 	t.Cleanup(func() {
 		e.procMu.Lock()
@@ -258,6 +363,58 @@ bound|renew)
 esac
 echo "$(date +%s.%N) $1 ${ip:-}" >> "$RELIABILITY_EVENTS"
 `
+
+// wireHook6 is dhclient -6's script in a guest, acting as Debian's
+// dhclient-script does (each address of a reply set with its lifetimes, so
+// the kernel drops it when its valid lifetime runs out; removed on EXPIRE6,
+// RELEASE6, STOP6; one the server no longer lists left to the kernel), and
+// recording each event in the events format of wireHook: bound/renew with
+// the address, "drop" for an address the server gave lifetime 0 (DHCPv6's
+// NAK: no longer the client's; dhclient runs the script for it with
+// new_max_life 0), "expire" when its valid lifetime ran out unrenewed,
+// "kept" for an address dhclient still holds from an earlier reply and
+// passes again beside a new one (no answer of the server: set with what is
+// left of its lifetimes, where Debian's script would restart them).
+const wireHook6 = `#!/bin/sh
+ev() { echo "$(date +%s.%N) $1 $2" >> "$RELIABILITY_EVENTS"; }
+case "$reason" in
+BOUND6|REBOOT6|RENEW6|REBIND6)
+  [ -n "$new_ip6_address" ] || { ev "$(echo "$reason" | tr A-Z a-z)" ""; exit 0; }
+  if [ "${new_max_life:-1}" = 0 ]; then
+    ip -6 addr del "$new_ip6_address/128" dev "$interface" 2>/dev/null
+    ev drop "$new_ip6_address"
+    exit 0
+  fi
+  valid=$new_max_life pref=${new_preferred_life:-$new_max_life}
+  case "$reason" in BOUND6|REBOOT6) kind=bound ;; *) kind=renew ;; esac
+  # An address this reply did not list (dhclient keeps the bindings it
+  # had when it solicits again) started before it: not an answer, and its
+  # lifetimes run from when it was given.
+  if [ -n "$new_life_starts" ] && [ -n "$new_starts" ] && [ "$new_life_starts" -lt "$new_starts" ]; then
+    now=$(date +%s) kind=kept
+    valid=$((new_life_starts + valid - now)) pref=$((new_life_starts + pref - now))
+    [ "$pref" -ge 0 ] || pref=0
+    [ "$valid" -gt 0 ] || exit 0
+  fi
+  ip -6 addr replace "$new_ip6_address/128" dev "$interface" valid_lft "$valid" preferred_lft "$pref"
+  ev "$kind" "$new_ip6_address" ;;
+EXPIRE6|RELEASE6|STOP6)
+  [ -n "$old_ip6_address" ] && ip -6 addr del "$old_ip6_address/128" dev "$interface" 2>/dev/null
+  # Lifetime 0 was recorded as drop when the reply came: dhclient expires it later.
+  if [ "${old_max_life:-1}" = 0 ]; then ev expired-drop "$old_ip6_address"; else ev expire "$old_ip6_address"; fi ;;
+*) ev "$(echo "$reason" | tr A-Z a-z)" "" ;;
+esac
+exit 0
+`
+
+// sysctlIn sets kernel parameters (key=value) in network namespace ns.
+func sysctlIn(ns string, kv ...string) error {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "sysctl", "-qw"}, kv...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("sysctl %v in %s: %w: %s", kv, ns, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
 
 func (e *wireEnv) newMAC() string {
 	n := e.macSeq.Add(1)
@@ -327,11 +484,21 @@ func (e *wireEnv) waitAgentReady(timeout time.Duration) error {
 	})
 }
 
-// startGuest starts udhcpc on the guest's eth0 (a guest booting).
+// startGuest starts the family's DHCP client on the guest's eth0 (a guest
+// booting): udhcpc, or dhclient -6 with a DUID-LL of the NIC's MAC (it
+// passes the script only the variables given with -e).
 func (e *wireEnv) startGuest(g *guest) error {
-	p, err := spawnEnv(fmt.Sprintf("udhcpc-%d", g.idx), filepath.Join(e.dir, fmt.Sprintf("udhcpc-%d.log", g.idx)),
-		[]string{"RELIABILITY_EVENTS=" + g.events},
-		"ip", "netns", "exec", g.netns, "udhcpc", "-i", "eth0", "-f", "-t", "20", "-T", "1", "-A", "1", "-s", e.hook)
+	name, env := fmt.Sprintf("udhcpc-%d", g.idx), []string{"RELIABILITY_EVENTS=" + g.events}
+	argv := []string{"ip", "netns", "exec", g.netns, "udhcpc", "-i", "eth0", "-f", "-t", "20", "-T", "1", "-A", "1", "-s", e.hook}
+	if g.v6 {
+		if err := g.waitLinkLocal(10 * time.Second); err != nil {
+			return err
+		}
+		name = fmt.Sprintf("dhclient6-%d", g.idx)
+		argv = []string{"ip", "netns", "exec", g.netns, "dhclient", "-6", "-d", "-v", "-D", "LL", "-cf", e.dhcConf, "-sf", e.hook,
+			"-lf", g.leases, "-pf", filepath.Join(e.dir, name+".pid"), "-e", env[0], "eth0"}
+	}
+	p, err := spawnEnv(name, filepath.Join(e.dir, name+".log"), env, argv...)
 	if err != nil {
 		return err
 	}
@@ -354,11 +521,27 @@ func (e *wireEnv) rebootGuest(g *guest, mac string) error {
 	if err := appendEvent(g.events, "reboot", mac); err != nil {
 		return err
 	}
+	if g.v6 {
+		// Down and up: the kernel makes the link-local address of the new
+		// MAC (dhclient -6 sends from it). The lease file, which holds the
+		// DUID, goes with the old boot.
+		if err := ip("-n", g.netns, "link", "set", "eth0", "down"); err != nil {
+			return err
+		}
+		if err := os.Remove(g.leases); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
 	if err := ip("-n", g.netns, "addr", "flush", "dev", "eth0"); err != nil {
 		return err
 	}
 	if err := ip("-n", g.netns, "link", "set", "eth0", "address", mac); err != nil {
 		return err
+	}
+	if g.v6 {
+		if err := ip("-n", g.netns, "link", "set", "eth0", "up"); err != nil {
+			return err
+		}
 	}
 	g.mu.Lock()
 	g.mac = mac
@@ -400,26 +583,80 @@ func netnsHandle(name string) (*netlink.Handle, error) {
 	return h, nil
 }
 
-// held is the IPv4 address configured on the guest's eth0 ("" for none;
-// the first if there are several, which the hook never does).
-func (g *guest) held() (string, error) {
+// heldAddrs is what a guest's interfaces have of its family.
+type heldAddrs struct {
+	ips []string // configured (IPv6: global, tentative ones included)
+	// dadFailed are IPv6 addresses the kernel's duplicate address detection
+	// found in use by another node of the link: configured, never usable.
+	dadFailed []string
+}
+
+// is reports whether the guest holds exactly ip ("" for nothing).
+func (h heldAddrs) is(ip string) bool {
+	if ip == "" {
+		return len(h.ips) == 0
+	}
+	return len(h.ips) == 1 && h.ips[0] == ip
+}
+
+func (h heldAddrs) String() string { return strings.Join(h.ips, ",") }
+
+// held reads the guest's addresses of its family (loopback and IPv6
+// link-local left out). The IPv4 hook keeps at most one; a DHCPv6 guest
+// keeps an address its server stopped listing beside the new one until the
+// kernel drops it at the end of its valid lifetime.
+func (g *guest) held() (heldAddrs, error) {
+	family := netlink.FAMILY_V4
+	if g.v6 {
+		family = netlink.FAMILY_V6
+	}
 	g.nlMu.Lock()
-	addrs, err := g.handle.AddrList(nil, netlink.FAMILY_V4)
+	addrs, err := g.handle.AddrList(nil, family)
 	g.nlMu.Unlock()
 	if err != nil {
-		return "", fmt.Errorf("addresses of %s: %w", g.netns, err)
+		return heldAddrs{}, fmt.Errorf("addresses of %s: %w", g.netns, err)
 	}
+	var h heldAddrs
 	for _, a := range addrs {
-		if a.IP.IsLoopback() {
+		if a.IP.IsLoopback() || a.IP.IsLinkLocalUnicast() {
 			continue
 		}
-		return a.IP.String(), nil
+		if a.Flags&unix.IFA_F_DADFAILED != 0 {
+			h.dadFailed = append(h.dadFailed, a.IP.String())
+			continue
+		}
+		h.ips = append(h.ips, a.IP.String())
 	}
-	return "", nil
+	return h, nil
+}
+
+// waitLinkLocal waits until eth0 has a link-local address past its
+// duplicate address detection: dhclient -6 sends from it and exits at once
+// without one.
+func (g *guest) waitLinkLocal(timeout time.Duration) error {
+	return eventually(context.Background(), timeout, 50*time.Millisecond, func() error {
+		g.nlMu.Lock()
+		addrs, err := g.handle.AddrList(nil, netlink.FAMILY_V6)
+		g.nlMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("addresses of %s: %w", g.netns, err)
+		}
+		for _, a := range addrs {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no usable link-local address on eth0 of %s", g.netns)
+	})
 }
 
 // nudge sends SIGUSR1 (renew now) to every guest whose period has passed.
+// dhclient -6 has no such signal: it renews at T1, which the pool's short
+// lifetimes make a few seconds.
 func (e *wireEnv) nudge() int {
+	if e.family.v6() {
+		return 0
+	}
 	n := 0
 	for _, g := range e.guests {
 		g.mu.Lock()
@@ -453,23 +690,36 @@ func (e *wireEnv) startNudger() func() int {
 	return func() int { cancel(); return <-done }
 }
 
-// poolOwners reads the pool: address -> MAC (normalized), addresses given
-// to MACs only.
+// poolOwners reads the pool's half of the scenario's family: address
+// (canonical) -> MAC (normalized), addresses given to MACs only.
 func (e *wireEnv) poolOwners(ctx context.Context) (map[string]string, string, error) {
 	var p v1alpha1.IPPool
 	if err := e.cp.client.Get(ctx, e.pool, &p); err != nil {
 		return nil, "", fmt.Errorf("get ippool: %w", err)
 	}
+	var allocated map[string]string
+	switch {
+	case e.family.v6() && p.Status.IPv6 != nil:
+		allocated = p.Status.IPv6.Allocated
+	case !e.family.v6() && p.Status.IPv4 != nil:
+		allocated = p.Status.IPv4.Allocated
+	}
 	out := map[string]string{}
-	if p.Status.IPv4 != nil {
-		for ip, mac := range p.Status.IPv4.Allocated {
-			if mac == ipam.MarkExcluded || mac == ipam.MarkReserved {
-				continue
-			}
-			out[ip] = ipam.NormalizeMAC(mac)
+	for ip, mac := range allocated {
+		if mac == ipam.MarkExcluded || mac == ipam.MarkReserved {
+			continue
 		}
+		out[canonIP(ip)] = ipam.NormalizeMAC(mac)
 	}
 	return out, p.ResourceVersion, nil
+}
+
+// canonIP spells an address as the kernel's reading of a guest does.
+func canonIP(s string) string {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.String()
+	}
+	return s
 }
 
 // wireState compares what every guest holds with what the API says its
@@ -495,7 +745,11 @@ func (e *wireEnv) wireState(ctx context.Context) (int, []string, error) {
 		}
 		for _, s := range v.Status.NetworkConfigs {
 			if s.State == v1alpha1.StateAllocated {
-				claimed[ipam.NormalizeMAC(s.MACAddress)] = s.AllocatedIPAddress
+				a := s.AllocatedIPAddress
+				if e.family.v6() {
+					a = canonIP(s.AllocatedIPv6Address)
+				}
+				claimed[ipam.NormalizeMAC(s.MACAddress)] = a
 			}
 		}
 	}
@@ -512,12 +766,12 @@ func (e *wireEnv) wireState(ctx context.Context) (int, []string, error) {
 			bad = append(bad, fmt.Sprintf("guest %d (%s, MAC %s) holds %q; its MAC has no address in the pool (VMNetCfg says %q)", g.idx, g.vm.name, mac, have, claimed[mac]))
 		case claimed[mac] != want:
 			bad = append(bad, fmt.Sprintf("guest %d (%s, MAC %s) holds %q; the pool gives its MAC %s, the VMNetCfg %q", g.idx, g.vm.name, mac, have, want, claimed[mac]))
-		case have != want:
+		case !have.is(want):
 			bad = append(bad, fmt.Sprintf("guest %d (%s, MAC %s) holds %q, its MAC's address is %s", g.idx, g.vm.name, mac, have, want))
 		}
 	}
 	return len(e.guests), bad, nil
 }
 
-// validIP is a sanity filter for the hook's output.
-func validIP(s string) bool { return net.ParseIP(s) != nil && !strings.Contains(s, ":") }
+// validIP is a sanity filter for the hooks' output.
+func validIP(s string) bool { return net.ParseIP(s) != nil }
