@@ -13,10 +13,12 @@ import (
 const cniResultsDir = "/var/lib/cni/results"
 
 // removeCNIResults removes the cached CNI results of a cluster's pods from
-// dir: the entries whose network config names a path under workDir (the
-// pod network's host-local data folder), and the loopback entries of the
-// same sandboxes. Entries of anything else stay. It returns how many it
-// removed.
+// dir and returns how many it removed. A sandbox is the cluster's when its
+// network config names a path under workDir (the pod network's host-local
+// data folder) or when one of the cluster's containerd roots under workDir
+// still holds it (a sandbox whose pod network was never set up, because
+// its node died first, has only a loopback entry, which names no path).
+// Every entry of such a sandbox goes; entries of anything else stay.
 func removeCNIResults(dir, workDir string) int {
 	if workDir == "" {
 		return 0
@@ -25,9 +27,9 @@ func removeCNIResults(dir, workDir string) int {
 	if err != nil {
 		return 0
 	}
+	ours := clusterSandboxes(workDir)
 	under := filepath.Clean(workDir) + string(filepath.Separator)
-	ours := map[string]bool{}
-	removed := 0
+	owner := map[string]string{} // entry name -> sandbox ID
 	for _, e := range entries {
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		if err != nil {
@@ -40,22 +42,27 @@ func removeCNIResults(dir, workDir string) int {
 		if json.Unmarshal(b, &cached) != nil || cached.ContainerID == "" {
 			continue
 		}
+		owner[e.Name()] = cached.ContainerID
 		if strings.Contains(string(cached.Config), under) {
 			ours[cached.ContainerID] = true
-			if os.Remove(filepath.Join(dir, e.Name())) == nil {
-				removed++
-			}
 		}
 	}
-	// Entries are named <network>-<container ID>-<interface>.
-	for _, e := range entries {
-		for id := range ours {
-			if strings.Contains(e.Name(), "-"+id+"-") {
-				if os.Remove(filepath.Join(dir, e.Name())) == nil {
-					removed++
-				}
-			}
+	removed := 0
+	for name, id := range owner {
+		if ours[id] && os.Remove(filepath.Join(dir, name)) == nil {
+			removed++
 		}
 	}
 	return removed
+}
+
+// clusterSandboxes are the pod sandbox IDs that the cluster's containerd
+// instances (root <workDir>/<node>/containerd) have folders for.
+func clusterSandboxes(workDir string) map[string]bool {
+	ids := map[string]bool{}
+	dirs, _ := filepath.Glob(filepath.Join(workDir, "*", "containerd", "io.containerd.grpc.v1.cri", "sandboxes", "*"))
+	for _, d := range dirs {
+		ids[filepath.Base(d)] = true
+	}
+	return ids
 }

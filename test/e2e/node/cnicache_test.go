@@ -19,19 +19,25 @@ func TestRemoveCNIResults(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const work = "/tmp/vmdhcp-node-1/cluster"
-	write("pods-aaa-eth0", "aaa", `{"name":"pods","plugins":[{"ipam":{"dataDir":"/tmp/vmdhcp-node-1/cluster/node-a/cni/ipam"}}]}`)
+	work := filepath.Join(t.TempDir(), "cluster")
+	write("pods-aaa-eth0", "aaa", `{"name":"pods","plugins":[{"ipam":{"dataDir":"`+work+`/node-a/cni/ipam"}}]}`)
 	write("cni-loopback-aaa-lo", "aaa", `{"type":"loopback"}`)
 	// Another cluster's (a prefix of ours is not ours), and another
 	// runtime's entries stay.
-	write("pods-bbb-eth0", "bbb", `{"plugins":[{"ipam":{"dataDir":"/tmp/vmdhcp-node-1/cluster2/node-a/cni/ipam"}}]}`)
+	write("pods-bbb-eth0", "bbb", `{"plugins":[{"ipam":{"dataDir":"`+work+`2/node-a/cni/ipam"}}]}`)
 	write("cni-loopback-bbb-lo", "bbb", `{"type":"loopback"}`)
 	write("other-ccc-eth0", "ccc", `{"plugins":[{"type":"calico"}]}`)
+	// A sandbox whose node died before its pod network was set up: only
+	// its loopback entry exists; the cluster's containerd root holds it.
+	write("cni-loopback-ddd-lo", "ddd", `{"type":"loopback"}`)
+	if err := os.MkdirAll(filepath.Join(work, "node-b", "containerd", "io.containerd.grpc.v1.cri", "sandboxes", "ddd"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "garbage"), []byte("not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if n := removeCNIResults(dir, work); n != 2 {
-		t.Errorf("removed %d entries, want 2", n)
+	if n := removeCNIResults(dir, work); n != 3 {
+		t.Errorf("removed %d entries, want 3", n)
 	}
 	var left []string
 	entries, _ := os.ReadDir(dir)

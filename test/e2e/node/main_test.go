@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -124,7 +125,7 @@ func setup(m *testing.M) (int, error) {
 	// whatever of it exists (processes in its cgroups, mounts, namespace).
 	netns := fmt.Sprintf("%s%d", netnsPrefix, os.Getpid())
 	clusterDir := filepath.Join(workDir, "cluster")
-	progress := &strings.Builder{}
+	progress := &lockedBuilder{} // written by the cluster, read by the watchdog goroutine
 	var up atomic.Pointer[Cluster]
 	hostSysctlsBefore := readSysctls()
 	sigs := make(chan os.Signal, 1)
@@ -238,4 +239,23 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func() error
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// lockedBuilder is a strings.Builder that one goroutine may write while
+// another (the watchdog, a signal) reads it.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -88,6 +88,20 @@ func cgroupPIDs(name string) []int {
 	return pids
 }
 
+// containerPIDs are the processes of one container under a kubelet's
+// cgroup root: the cgroupfs driver names a container's cgroup after its ID.
+func containerPIDs(cgroupRoot, id string) []int {
+	var pids []int
+	_ = filepath.WalkDir(filepath.Join("/sys/fs/cgroup/pids", cgroupRoot), func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || d.Name() != id {
+			return nil
+		}
+		pids = append(pids, cgroupPIDs(strings.TrimPrefix(p, "/sys/fs/cgroup/pids"))...)
+		return filepath.SkipDir
+	})
+	return pids
+}
+
 // removeCgroup removes a cgroup tree, deepest first, in every hierarchy.
 func removeCgroup(name string) {
 	for _, h := range cgroupControllers() {

@@ -379,6 +379,12 @@ func podReady(p *corev1.Pod) bool {
 func assertDeploymentOn(t *testing.T, dep *appsv1.Deployment, tag string) {
 	t.Helper()
 	want := *dep.Spec.Replicas
+	// Ready through the chart's probes: without a readiness probe the
+	// kubelet reports Ready as soon as the process starts. A missing probe
+	// is in the spec: no point waiting for it.
+	if c := dep.Spec.Template.Spec.Containers[0]; c.ReadinessProbe == nil || c.LivenessProbe == nil {
+		t.Fatalf("Deployment %s: container %s has readiness probe %v, liveness probe %v; want both", dep.Name, c.Name, c.ReadinessProbe != nil, c.LivenessProbe != nil)
+	}
 	eventually(t, 3*time.Minute, "Deployment "+dep.Name+" rolled out on "+tag, func() error {
 		sel := metav1.FormatLabelSelector(dep.Spec.Selector)
 		pods := podsOf(t, sel)
@@ -390,11 +396,6 @@ func assertDeploymentOn(t *testing.T, dep *appsv1.Deployment, tag string) {
 			}
 			if !podReady(&p) {
 				return fmt.Errorf("pod %s not Ready", p.Name)
-			}
-			// Ready through the chart's probes: without a readiness probe
-			// the kubelet reports Ready as soon as the process starts.
-			if c := p.Spec.Containers[0]; c.ReadinessProbe == nil || c.LivenessProbe == nil {
-				return fmt.Errorf("pod %s: container %s has readiness probe %v, liveness probe %v", p.Name, c.Name, c.ReadinessProbe != nil, c.LivenessProbe != nil)
 			}
 			cs := p.Status.ContainerStatuses
 			if len(cs) == 0 || !strings.HasPrefix(cs[0].ContainerID, "containerd://") || p.Spec.NodeName == "" {
@@ -585,23 +586,36 @@ func rootMountOptions(pid int) (string, error) {
 	return opts, nil
 }
 
-// agentPID finds the agent's process in its node's pod cgroups.
+// agentPID finds the agent container's process: the one in the cgroup that
+// the kubelet made for the container ID the pod's status reports (with the
+// cgroupfs driver, a directory named after the ID), so it is this pod's
+// agent even while an old agent of the same node is still stopping.
 func agentPID(t *testing.T, agent *corev1.Pod) int {
 	t.Helper()
 	n := cluster.Node(agent.Spec.NodeName)
 	if n == nil {
 		t.Fatalf("agent on unknown node %s", agent.Spec.NodeName)
 	}
+	name := agent.Spec.Containers[0].Name
+	var id string
+	for _, cs := range agent.Status.ContainerStatuses {
+		if cs.Name == name {
+			id, _ = strings.CutPrefix(cs.ContainerID, "containerd://")
+		}
+	}
+	if id == "" {
+		t.Fatalf("agent %s: no containerd ID for container %s in %+v", agent.Name, name, agent.Status.ContainerStatuses)
+	}
 	var pid int
 	eventually(t, 30*time.Second, "agent process", func() error {
-		for _, p := range cgroupPIDs(n.cgroupRoot) {
+		for _, p := range containerPIDs(n.cgroupRoot, id) {
 			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
 			if strings.HasPrefix(string(b), "/vm-dhcp-agent\x00") {
 				pid = p
 				return nil
 			}
 		}
-		return fmt.Errorf("no /vm-dhcp-agent process in %s", n.cgroupRoot)
+		return fmt.Errorf("no /vm-dhcp-agent process in container %s's cgroup under %s", id, n.cgroupRoot)
 	})
 	return pid
 }
