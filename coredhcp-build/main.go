@@ -147,10 +147,9 @@ func run() error {
 		}()
 	}
 
-	srv, err := server.Start(conf)
-	if err != nil {
-		return fmt.Errorf("start DHCP server: %w", err)
-	}
+	// The watchers start first: from its start ippool-lease waits for the
+	// packet socket's record of a DUID-EN client's source, and a message the
+	// server took before the socket existed would find none.
 	if conf.Server4 != nil {
 		dw := &declinewatch.Watcher{Metrics: poolwatch.Default.Metrics, Log: poolwatch.Default.Logger().WithName("decline")}
 		dw.Start(context.Background(), declinewatch.InterfacesOf(conf.Server4.Addresses))
@@ -166,6 +165,10 @@ func run() error {
 			}
 		}
 		dw6.Start(context.Background(), declinewatch.InterfacesOf(conf.Server6.Addresses))
+	}
+	srv, err := server.Start(conf)
+	if err != nil {
+		return fmt.Errorf("start DHCP server: %w", err)
 	}
 	return srv.Wait()
 }

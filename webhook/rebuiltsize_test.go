@@ -59,13 +59,13 @@ func TestExcludeThatOverflowsRebuiltStatusRefused(t *testing.T) {
 }
 
 // The same check for the IPv6 half: a dual-stack pool whose IPv4 half has
-// no allocations (before, the check returned early then) and whose paused
-// range change drops tens of thousands of allocated IPv6 addresses: each
+// no allocations (before, the check returned early then), its status close
+// to etcd's limit with IPv6 allocations, paused, and 1,024 of them excluded
+// (the most spec.ipv6Config.pool.exclude holds). Each dropped allocation
 // becomes a quarantine entry, larger than the allocation (a dual-stack pool
-// records no IPv6 owners), so the rebuilt status would not fit. Refused on
-// spec.ipv6Config.pool with the number dropped; a small exclude passes.
+// records no IPv6 owners), so the rebuilt status would not fit: refused on
+// spec.ipv6Config.pool with the number dropped. A small exclude passes.
 func TestIPv6ExcludeThatOverflowsRebuiltStatusRefused(t *testing.T) {
-	const n = 30000
 	addr := func(i int) string { return fmt.Sprintf("fd00:60::1:%x", i) }
 	old := &v1alpha1.IPPool{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "pool6", Generation: 2},
@@ -76,37 +76,44 @@ func TestIPv6ExcludeThatOverflowsRebuiltStatusRefused(t *testing.T) {
 			Pool: v1alpha1.IPv6Pool{Start: "fd00:60::100", End: "fd00:60::ffff:ffff"},
 		}},
 	}
-	st := &v1alpha1.IPv6Status{Allocated: map[string]string{}, Used: n}
-	for i := range n {
-		st.Allocated[addr(i)] = fmt.Sprintf("02:00:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff)
-	}
+	st := &v1alpha1.IPv6Status{Allocated: map[string]string{}}
 	old.Status.IPv6 = st
-	if b, err := json.Marshal(old); err != nil || len(b) > ipam.MaxObjectBytes {
-		t.Fatalf("the stored pool is %d bytes (%v): the test needs one that fits in %d", len(b), err, ipam.MaxObjectBytes)
+	// Fill the status to within 30 kB of the limit: excluding 1,024
+	// allocations grows the rebuilt pool by more than that.
+	n := 0
+	for {
+		for range 1000 {
+			st.Allocated[addr(n)] = fmt.Sprintf("02:00:00:%02x:%02x:%02x", n>>16&0xff, n>>8&0xff, n&0xff)
+			n++
+		}
+		st.Used = n
+		b, err := json.Marshal(old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > ipam.MaxObjectBytes-30000 {
+			if len(b) > ipam.MaxObjectBytes {
+				t.Fatalf("the stored pool is %d bytes, over %d", len(b), ipam.MaxObjectBytes)
+			}
+			break
+		}
 	}
 	exclude := func(k int) *v1alpha1.IPPool {
 		p := old.DeepCopy()
-		p.Spec.IPv6Config.Pool.Exclude = nil
-		// Excluded as one range would need a range syntax: the pool's end
-		// moves below the allocations instead, which drops them the same way.
-		if k == n {
-			p.Spec.IPv6Config.Pool.End = "fd00:60::ffff"
-		}
 		for i := range k {
-			if k < n {
-				p.Spec.IPv6Config.Pool.Exclude = append(p.Spec.IPv6Config.Pool.Exclude, v1alpha1.IPv6Address(addr(i)))
-			}
+			p.Spec.IPv6Config.Pool.Exclude = append(p.Spec.IPv6Config.Pool.Exclude, v1alpha1.IPv6Address(addr(i)))
 		}
 		return p
 	}
-	big := exclude(n)
+	const k = 1024
+	big := exclude(k)
 	if size, err := controller.RebuiltObjectBytes(old, big, time.Now()); err != nil || size <= ipam.MaxObjectBytes {
-		t.Fatalf("rebuilt pool after dropping %d IPv6 allocations: %d bytes (%v), want over %d: make the test's pool bigger", n, size, err, ipam.MaxObjectBytes)
+		t.Fatalf("rebuilt pool after excluding %d of %d IPv6 allocations: %d bytes (%v), want over %d", k, n, size, err, ipam.MaxObjectBytes)
 	}
 	es, err := ValidateIPPool(context.Background(), Objects{}, Options{}, admissionv1.Update, big, old)
-	want := fmt.Sprintf("%d allocated addresses", n)
+	want := fmt.Sprintf("%d allocated addresses", k)
 	if err != nil || !strings.Contains(es.Error(), ipv6Path+".pool") || !strings.Contains(es.Error(), want) {
-		t.Fatalf("dropping %d allocated IPv6 addresses of a paused dual-stack pool: got %v %v, want a refusal on %s.pool naming %q", n, es, err, ipv6Path, want)
+		t.Fatalf("excluding %d allocated IPv6 addresses of a paused dual-stack pool near the limit: got %v %v, want a refusal on %s.pool naming %q", k, es, err, ipv6Path, want)
 	}
 	if es, err := ValidateIPPool(context.Background(), Objects{}, Options{}, admissionv1.Update, exclude(20), old); err != nil || len(es) > 0 {
 		t.Fatalf("excluding 20 allocated IPv6 addresses of a paused pool refused: %v %v", es, err)

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -76,7 +77,7 @@ func (d *Watcher) Start(ctx context.Context, ifaces []string) {
 			continue
 		}
 		go func() { <-ctx.Done(); unix.Close(fd) }()
-		go d.read(fd, name)
+		go readPackets(ctx, fd, func(b []byte, _ *unix.SockaddrLinklayer) { d.Packet(b, name) })
 	}
 }
 
@@ -127,20 +128,30 @@ func attachFilter(fd int, prog []bpf.Instruction) error {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-func (d *Watcher) read(fd int, iface string) {
+// readPackets hands every datagram the packet socket fd receives to handle
+// until ctx ends (Start then closes fd). An error before that (ENETDOWN
+// when the interface goes down: the socket works again once it is back up)
+// is waited out, not taken for the end: the watch must outlive a link flap.
+// Frames the host sent, or that were addressed to another host (seen in
+// promiscuous mode), are not the server's and are skipped.
+func readPackets(ctx context.Context, fd int, handle func(b []byte, from *unix.SockaddrLinklayer)) {
 	buf := make([]byte, 1<<16)
 	for {
 		n, from, err := unix.Recvfrom(fd, buf, 0)
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
+			if ctx.Err() != nil || errors.Is(err, unix.EBADF) {
+				return
 			}
-			return // closed
+			if !errors.Is(err, unix.EINTR) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			continue
 		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-			continue // our own relay-bound replies
+		ll, ok := from.(*unix.SockaddrLinklayer)
+		if !ok || ll.Pkttype == unix.PACKET_OUTGOING || ll.Pkttype == unix.PACKET_OTHERHOST {
+			continue
 		}
-		d.Packet(buf[:n], iface)
+		handle(buf[:n], ll)
 	}
 }
 

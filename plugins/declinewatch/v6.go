@@ -2,7 +2,6 @@ package declinewatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -83,6 +82,9 @@ func ServerIDOf(name string, args []string) dhcpv6.DUID {
 // ctx ends. An interface that cannot be watched (no CAP_NET_RAW, no such
 // device) is reported; serving goes on without the watch.
 func (w *Watcher6) Start(ctx context.Context, ifaces []string) {
+	if w.ServerID == nil {
+		w.Log.Info("no server_id in the server6 section: DHCPv6 DECLINEs will not be answered, logged nor counted")
+	}
 	if w.Send == nil {
 		fd, err := openReplySocket6()
 		if err != nil {
@@ -102,32 +104,16 @@ func (w *Watcher6) Start(ctx context.Context, ifaces []string) {
 			continue
 		}
 		go func() { <-ctx.Done(); unix.Close(fd) }()
-		go w.read(fd, name)
+		go readPackets(ctx, fd, func(b []byte, ll *unix.SockaddrLinklayer) {
+			var mac net.HardwareAddr
+			if ll.Halen == 6 {
+				mac = net.HardwareAddr(append([]byte(nil), ll.Addr[:6]...))
+			}
+			w.Packet(b, name, ll.Ifindex, mac)
+		})
 		if w.Sources != nil {
 			w.Sources.SetActive()
 		}
-	}
-}
-
-func (w *Watcher6) read(fd int, iface string) {
-	buf := make([]byte, 1<<16)
-	for {
-		n, from, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return // closed
-		}
-		ll, ok := from.(*unix.SockaddrLinklayer)
-		if !ok || ll.Pkttype == unix.PACKET_OUTGOING {
-			continue // our own datagrams
-		}
-		var mac net.HardwareAddr
-		if ll.Halen == 6 {
-			mac = net.HardwareAddr(append([]byte(nil), ll.Addr[:6]...))
-		}
-		w.Packet(buf[:n], iface, ll.Ifindex, mac)
 	}
 }
 
@@ -164,15 +150,17 @@ func (w *Watcher6) Packet(ip []byte, iface string, ifindex int, src net.Hardware
 		return
 	}
 	w.logDecline(msg, iface, from, src, d.IsRelay())
+	// To the datagram's source port, as CoreDHCP's server6 answers: 546
+	// from a client, 547 from a relay, or the relay's own (RFC 8357).
 	out := dhcpv6.DHCPv6(reply)
-	to := netip.AddrPortFrom(from, dhcpv6.DefaultClientPort)
+	to := netip.AddrPortFrom(from, uint16(ip[40])<<8|uint16(ip[41]))
 	if d.IsRelay() {
-		// To the relay agent that sent it, re-wrapped (RFC 8415 19.2).
+		// To the relay agent that sent it, re-wrapped (RFC 8415 18.3.10).
 		rr, err := dhcpv6.NewRelayReplFromRelayForw(d.(*dhcpv6.RelayMessage), reply)
 		if err != nil {
 			return
 		}
-		out, to = rr, netip.AddrPortFrom(from, dhcpv6.DefaultServerPort)
+		out = rr
 	}
 	if err := w.Send(out.ToBytes(), to, ifindex); err != nil {
 		w.Log.Error(err, "answer DHCPv6 DECLINE", "to", to.String(), "interface", iface)
@@ -245,7 +233,7 @@ func (w *Watcher6) logDecline(msg *dhcpv6.Message, iface string, from netip.Addr
 		kv = append(kv, "interface", iface)
 	}
 	if relayed {
-		kv = append(kv, "relay", from.String())
+		kv = append(kv, "relayed", true)
 	}
 	w.Log.Info("DHCPv6 DECLINE: the client found its address in use by another host; find that host, or exclude the address from the pool", kv...)
 }

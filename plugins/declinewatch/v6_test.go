@@ -71,13 +71,16 @@ func decline(server dhcpv6.DUID, client dhcpv6.DUID) *dhcpv6.Message {
 
 // udp6 wraps a DHCPv6 message in an IPv6 + UDP header as the packet socket
 // delivers it.
-func udp6(from string, payload []byte) []byte {
+func udp6(from string, payload []byte) []byte { return udp6From(from, 546, payload) }
+
+// udp6From is udp6 from a given source port (547 for a relay).
+func udp6From(from string, sport uint16, payload []byte) []byte {
 	b := make([]byte, 48, 48+len(payload))
 	b[0] = 0x60
 	b[6] = 17
 	src := netip.MustParseAddr(from).As16()
 	copy(b[8:24], src[:])
-	b[40], b[41] = 0x02, 0x22 // 546
+	b[40], b[41] = byte(sport>>8), byte(sport)
 	b[42], b[43] = 0x02, 0x23 // 547
 	return append(b, payload...)
 }
@@ -129,7 +132,7 @@ func TestDecline6RelayedAnsweredThroughTheRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Packet(udp6("fd00:198::1", relay.ToBytes()), "eth1", 4, nil)
+	w.Packet(udp6From("fd00:198::1", 547, relay.ToBytes()), "eth1", 4, nil)
 	if len(*out) != 1 || (*out)[0].to != netip.MustParseAddrPort("[fd00:198::1]:547") {
 		t.Fatalf("sent %+v; want one RELAY-REPL to the relay's port 547", *out)
 	}
@@ -214,5 +217,19 @@ func TestSourcesRecorded(t *testing.T) {
 	w.Packet(udp6("fd00:198::1", relay.ToBytes()), "eth1", 4, frame)
 	if n := w.Sources.Len(); n != 0 {
 		t.Errorf("DUID-LL and relayed messages recorded %d sources, want 0", n)
+	}
+}
+
+// A relay using its own source port (RFC 8357) is answered there.
+func TestDecline6AnsweredToTheSourcePort(t *testing.T) {
+	w, out := newWatcher6(t)
+	relay, err := dhcpv6.EncapsulateRelay(decline(ourID, clientID), dhcpv6.MessageTypeRelayForward,
+		net.ParseIP("fd00:198::1"), net.ParseIP("fe80::32"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Packet(udp6From("fd00:198::1", 10547, relay.ToBytes()), "eth1", 4, nil)
+	if len(*out) != 1 || (*out)[0].to != netip.MustParseAddrPort("[fd00:198::1]:10547") {
+		t.Fatalf("sent %+v; want one RELAY-REPL to the relay's source port 10547", *out)
 	}
 }

@@ -78,3 +78,50 @@ func TestLookupWithoutRecorderDoesNotWait(t *testing.T) {
 		t.Fatal("Lookup waited for a recorder that does not exist")
 	}
 }
+
+// A key recorded from two MACs (another host replaying a client's message
+// from its own MAC) identifies nobody; a record of the same MAC again is
+// fine. DUIDs longer than RFC 8415 allows are not recorded.
+func TestConflictingAndOversizedRecords(t *testing.T) {
+	tab := New()
+	other := net.HardwareAddr{2, 0, 0, 0, 0, 0x66}
+	tab.Record([3]byte{1}, []byte{0, 2, 1}, Source{MAC: mac})
+	tab.Record([3]byte{1}, []byte{0, 2, 1}, Source{MAC: mac})
+	if _, ok := tab.Lookup([3]byte{1}, []byte{0, 2, 1}, 0); !ok {
+		t.Fatal("a key recorded twice from the same MAC is lost")
+	}
+	tab.Record([3]byte{1}, []byte{0, 2, 1}, Source{MAC: other})
+	if got, ok := tab.Lookup([3]byte{1}, []byte{0, 2, 1}, 0); ok {
+		t.Fatalf("a key recorded from two MACs found as %s", got.MAC)
+	}
+	long := make([]byte, MaxDUIDLen+1)
+	tab.Record([3]byte{2}, long, Source{MAC: mac})
+	if _, ok := tab.Lookup([3]byte{2}, long, 0); ok || tab.Len() != 1 {
+		t.Fatalf("an oversized DUID recorded (table holds %d)", tab.Len())
+	}
+}
+
+// Waiting lookups that find nothing leave nothing behind, and a Record
+// wakes only its own key's waiters.
+func TestWaitersCleanedUp(t *testing.T) {
+	tab := New()
+	tab.SetActive()
+	done := make(chan bool, 100)
+	for i := range 100 {
+		go func() {
+			_, ok := tab.Lookup([3]byte{byte(i)}, []byte{0, 4}, 20*time.Millisecond)
+			done <- ok
+		}()
+	}
+	for range 100 {
+		if <-done {
+			t.Fatal("found a message never recorded")
+		}
+	}
+	tab.mu.Lock()
+	n := len(tab.entries)
+	tab.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d entries left by lookups that found nothing", n)
+	}
+}

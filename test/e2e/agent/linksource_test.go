@@ -66,6 +66,32 @@ func TestDHCPv6ClientWithoutMACInDUID(t *testing.T) {
 	if len(evs) == 0 || evs[len(evs)-1].IP != ip {
 		t.Fatalf("dhclient with a DUID-EN holds %+v, want %s", evs, ip)
 	}
+
+	// The agent's link goes down and up (a flap): its packet socket gets
+	// ENETDOWN once and must keep watching, or the next DUID-EN client is
+	// never matched again.
+	stopDHClient(dir)
+	run(t, "ip", "-n", l.srvNS, "link", "set", l.srvIf, "down")
+	time.Sleep(time.Second)
+	run(t, "ip", "-n", l.srvNS, "link", "set", l.srvIf, "up")
+	waitLinkLocal(t, l)
+	_ = os.Remove(filepath.Join(dir, "dhclient6.leases"))
+	if err := os.WriteFile(leases, []byte(fmt.Sprintf("default-duid \"%s\";\n", esc.String())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err = runIn(ctx, l.cliNS, "dhclient", "-6", "-1", "-v", "-cf", conf, "-sf", hook, "-lf", leases,
+			"-pf", filepath.Join(dir, "dhclient.pid"), l.cliIf).CombinedOutput()
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) { // the server's own socket may need the link back first
+			t.Fatalf("after a link flap, dhclient -6 with a DUID-EN got no lease: %v\n%s\nagent log:\n%s", err, out, readFile(a.logPath))
+		}
+	}
 }
 
 func readFile(path string) string {

@@ -419,5 +419,8 @@ func accelArgs() []string {
 			args = append(args, "-accel", a)
 		}
 	}
+	if len(args) == 0 { // a list of nothing ("," or spaces)
+		args = []string{"-accel", "tcg"}
+	}
 	return args
 }
