@@ -9,9 +9,10 @@ import (
 )
 
 // Orphans6 is Orphans for status.ipv6.allocated. The owner of an entry is
-// status.ipv6.owners' in an IPv6-only pool; in a dual-stack pool, whose
-// IPv6 half follows the IPv4 owner, it is the owner status.ipv4.owners
-// records for the MAC's IPv4 address ("" when the MAC holds none): an
+// status.ipv6.owners' in an IPv6-only pool, and in a dual-stack pool for
+// an allocation made while its MAC had no IPv4 address; otherwise, in a
+// dual-stack pool, whose IPv6 half follows the IPv4 owner, it is the owner
+// status.ipv4.owners records for the MAC's IPv4 address ("" when none): an
 // entry is an orphan when that owner no longer lists its MAC on the pool's
 // network (for an entry without a known owner: when no VMNetCfg lists its
 // MAC there).
@@ -35,7 +36,7 @@ func Orphans6(pool *v1alpha1.IPPool, owned Owned) []Orphan {
 			continue
 		}
 		n := NIC{Network: pool.Network(), MAC: ipam.NormalizeMAC(mac), Owner: st.Owners[ip]}
-		if owner4 != nil {
+		if owner4 != nil && n.Owner == "" { // a dual-stack entry with no owner of its own
 			n.Owner = owner4[n.MAC]
 		}
 		if !owned[n] {
@@ -59,7 +60,7 @@ func releaseOrphans6(am *ipam.Pool, am6 *ipam.Pool6, orphans []Orphan) []string 
 	var freed []string
 	for _, o := range orphans {
 		holder6 := o.Owner
-		if am != nil {
+		if am != nil && am6.Holder(o.IP) == "" { // follows the IPv4 owner
 			cur := ""
 			if ip4, ok := am.Lookup(o.MAC); ok {
 				cur = am.Holder(ip4)

@@ -156,7 +156,8 @@ func fillPoolStatus(pool *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) {
 }
 
 // fillIPv6 is fillIPv4 for status.ipv6. Owners are recorded only where
-// the IPv6 half has them (an IPv6-only pool; see AllocateDualOp).
+// the IPv6 half has them (an IPv6-only pool, or a dual-stack allocation
+// whose MAC has no IPv4 address; see AllocateDualOp).
 func fillIPv6(pool *v1alpha1.IPPool, am6 *ipam.Pool6) {
 	st := &v1alpha1.IPv6Status{Allocated: am6.Allocated(), Used: am6.Used(), Available: am6.Available()}
 	if h := am6.Holders(); len(h) > 0 {
@@ -185,7 +186,8 @@ func ipamConfig6(c *v1alpha1.IPv6Config) ipam.Config6 {
 // nothing for mac (as the op found it) and its error is returned, joined
 // with the other's. In an IPv6-only pool the IPv6 half records owner
 // (status.ipv6.owners); in a dual-stack pool it records none and follows
-// the IPv4 owner check (one owner per NIC, recorded once): when the IPv4
+// the IPv4 owner check (one owner per NIC, recorded once) unless mac got
+// no IPv4 address (then it records owner itself, and checks it): when the IPv4
 // half refuses mac because it holds an address for another owner, the IPv6
 // half is not touched either, so this NIC is not shown the other
 // VMNetCfg's IPv6 address. Run it with DoDualAllocate.
@@ -200,7 +202,10 @@ func AllocateDualOp(mac, owner, want4, want6 string, got4, got6 *ipam.Grant) Dua
 			err4 = fmt.Errorf("allocate %s for %s: %w (IPv6-only)", want4, mac, ErrNoFamily)
 		}
 		owner6 := owner
-		if am != nil {
+		if am != nil && err4 == nil && am6 != nil && holder6Of(am6, mac) == "" {
+			// The IPv4 half holds mac's address for owner: the owner is
+			// recorded there, once. Without an IPv4 address (the IPv4
+			// range full, or none asked for) the IPv6 half records it.
 			owner6 = ""
 		}
 		switch {
@@ -228,12 +233,15 @@ func ReleaseDualOp(mac, owner string) DualOp {
 	return func(_ *v1alpha1.IPPool, am *ipam.Pool, am6 *ipam.Pool6) error {
 		owner6 := owner
 		if am != nil {
-			if _, err := am.ReleaseFor(mac, owner); errors.Is(err, ipam.ErrHeldByOther) {
+			ip4, err := am.ReleaseFor(mac, owner)
+			if errors.Is(err, ipam.ErrHeldByOther) {
 				return nil
 			} else if err != nil {
 				return err
 			}
-			owner6 = ""
+			if ip4 != "" && holder6Of(am6, mac) == "" {
+				owner6 = "" // the IPv4 owner check passed, and the IPv6 half records none
+			}
 		}
 		if am6 != nil {
 			if _, err := am6.ReleaseFor(mac, owner6); err != nil && !errors.Is(err, ipam.ErrHeldByOther) {
@@ -242,6 +250,20 @@ func ReleaseDualOp(mac, owner string) DualOp {
 		}
 		return nil
 	}
+}
+
+// holder6Of is the owner the IPv6 half records for mac's address ("" when
+// none, or when mac holds none). In a dual-stack pool it records one only
+// for an allocation made while mac had no IPv4 address.
+func holder6Of(am6 *ipam.Pool6, mac string) string {
+	if am6 == nil {
+		return ""
+	}
+	ip, ok := am6.Lookup(mac)
+	if !ok {
+		return ""
+	}
+	return am6.Holder(ip)
 }
 
 // lookupDualOp finds the addresses mac holds in each half.
