@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 )
 
 // hookDAD6 is a dhclient -6 hook that, like Debian's dhclient-script, adds
@@ -43,17 +41,8 @@ exit 0
 // REPLY (Status Success, RFC 8415 18.3.8), so the client stops
 // retransmitting, and log and count it with the address and the MAC.
 func TestDHCPv6DeclineAnswered(t *testing.T) {
-	cp := startControlPlane(t)
-	l := newLink(t)
-	noDAD(t, l)
-	proxyAPIServer(t, l.srvNS, cp.hostPort)
 	const mac, ip = "02:00:00:00:00:52", "fd00:198::52"
-	pool := v6Pool("decline6", map[string]string{"198.18.0.2": v1alpha1.AllocatedReserved},
-		map[string]string{"fd00:198::2": v1alpha1.AllocatedReserved, ip: mac})
-	cp.createPool(t, pool)
-	a := startAgent(t, l, writeAgentConfig6(t, l, "decline6", cp.kubeconfig, filepath.Join(t.TempDir(), "snapshot.json")))
-	a.waitReady(t)
-	setClientMAC6(t, l, mac)
+	_, l, a, _ := startV6Agent(t, "decline6", mac, ip)
 	// Another host on the link already uses the address; the client checks.
 	run(t, "ip", "-n", l.srvNS, "-6", "addr", "add", ip+"/64", "dev", l.srvIf, "nodad")
 	run(t, "ip", "netns", "exec", l.cliNS, "sysctl", "-qw", "net.ipv6.conf."+l.cliIf+".accept_dad=1", "net.ipv6.conf."+l.cliIf+".dad_transmits=1")

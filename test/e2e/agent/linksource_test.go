@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	v1alpha1 "github.com/vm-dhcp/vm-dhcp/api/v1alpha1"
 )
 
 // A guest whose DHCPv6 DUID carries no MAC (a DUID-EN, what
@@ -18,16 +16,8 @@ import (
 // matches it by the Ethernet source of the frames it sends. A real dhclient
 // -6 is given that DUID through its lease file (default-duid).
 func TestDHCPv6ClientWithoutMACInDUID(t *testing.T) {
-	cp := startControlPlane(t)
-	l := newLink(t)
-	noDAD(t, l)
-	proxyAPIServer(t, l.srvNS, cp.hostPort)
 	const mac, ip = "02:00:00:00:00:54", "fd00:198::54"
-	cp.createPool(t, v6Pool("duiden", map[string]string{"198.18.0.2": v1alpha1.AllocatedReserved},
-		map[string]string{"fd00:198::2": v1alpha1.AllocatedReserved, ip: mac}))
-	a := startAgent(t, l, writeAgentConfig6(t, l, "duiden", cp.kubeconfig, filepath.Join(t.TempDir(), "snapshot.json")))
-	a.waitReady(t)
-	setClientMAC6(t, l, mac)
+	_, l, a, _ := startV6Agent(t, "duiden", mac, ip)
 
 	dir := t.TempDir()
 	defer stopDHClient(dir)

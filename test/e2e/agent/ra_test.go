@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,17 +29,8 @@ func dhcpcdAuto(t *testing.T, l *link, dir string, timeout int) error {
 // client's kernel puts the prefix on-link with the pool's MTU and no default
 // route, and dhcpcd asks for and gets the address the pool holds for its MAC.
 func TestRouterAdvertisementsStartDHCPv6(t *testing.T) {
-	cp := startControlPlane(t)
-	l := newLink(t)
-	noDAD(t, l)
-	proxyAPIServer(t, l.srvNS, cp.hostPort)
 	const mac, ip = "02:00:00:00:00:34", "fd00:198::34"
-	pool := v6Pool("ra", map[string]string{"198.18.0.2": v1alpha1.AllocatedReserved},
-		map[string]string{"fd00:198::2": v1alpha1.AllocatedReserved, ip: mac})
-	cp.createPool(t, pool)
-	a := startAgent(t, l, writeAgentConfig6(t, l, "ra", cp.kubeconfig, filepath.Join(t.TempDir(), "snapshot.json")))
-	a.waitReady(t)
-	setClientMAC6(t, l, mac)
+	cp, l, _, pool := startV6Agent(t, "ra", mac, ip)
 
 	t.Run("off: no advertisement, dhcpcd gets nothing", func(t *testing.T) {
 		dir := t.TempDir()

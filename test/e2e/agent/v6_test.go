@@ -284,3 +284,21 @@ func TestDHCPv6Clients(t *testing.T) {
 		}
 	})
 }
+
+// startV6Agent starts a control plane, a link with DAD off, a dual-stack
+// pool whose IPv6 half holds ip for mac, and an agent serving it on the
+// link; the client end of the link has mac.
+func startV6Agent(t *testing.T, pool, mac, ip string) (*controlPlane, *link, *agent, *v1alpha1.IPPool) {
+	t.Helper()
+	cp := startControlPlane(t)
+	l := newLink(t)
+	noDAD(t, l)
+	proxyAPIServer(t, l.srvNS, cp.hostPort)
+	p := v6Pool(pool, map[string]string{"198.18.0.2": v1alpha1.AllocatedReserved},
+		map[string]string{"fd00:198::2": v1alpha1.AllocatedReserved, ip: mac})
+	cp.createPool(t, p)
+	a := startAgent(t, l, writeAgentConfig6(t, l, pool, cp.kubeconfig, filepath.Join(t.TempDir(), "snapshot.json")))
+	a.waitReady(t)
+	setClientMAC6(t, l, mac)
+	return cp, l, a, p
+}

@@ -36,10 +36,7 @@ func TestRealVMGetsItsLeaseAndRenews(t *testing.T) {
 	cp := startControlPlane(t)
 	l := newLink(t)
 	proxyAPIServer(t, l.srvNS, cp.hostPort)
-	bridge := "vmbr" + l.cliIf[2:]
-	run(t, "ip", "-n", l.cliNS, "link", "add", bridge, "type", "bridge")
-	run(t, "ip", "-n", l.cliNS, "link", "set", l.cliIf, "master", bridge)
-	run(t, "ip", "-n", l.cliNS, "link", "set", bridge, "up")
+	bridge := guestBridge(t, l)
 
 	// The guest's MAC is the one its VirtualMachine object declares, as
 	// read back from the API server.
@@ -71,20 +68,7 @@ func TestRealVMGetsItsLeaseAndRenews(t *testing.T) {
 	a := startAgent(t, l, writeAgentConfig(t, l, "guestnet", cp.kubeconfig, filepath.Join(t.TempDir(), "snapshot.json")))
 	a.waitReady(t)
 
-	console := filepath.Join(t.TempDir(), "console.log")
-	v, err := vm.Start(ctx, vm.Options{MAC: mac, Netns: l.cliNS, Bridge: bridge, ConsoleLog: console})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := v.Stop(); err != nil {
-			t.Errorf("stop VM: %v", err)
-		}
-		if t.Failed() {
-			out, _ := os.ReadFile(console)
-			t.Logf("VM console:\n%s", tail(string(out), 60))
-		}
-	})
+	v := startGuest(ctx, t, l, bridge, mac)
 
 	// TCG boots in 5-20 s on a busy 2-core machine.
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -142,10 +126,7 @@ func TestRealVMGetsBothAddresses(t *testing.T) {
 	l := newLink(t)
 	noDAD(t, l)
 	proxyAPIServer(t, l.srvNS, cp.hostPort)
-	bridge := "vmbr" + l.cliIf[2:]
-	run(t, "ip", "-n", l.cliNS, "link", "add", bridge, "type", "bridge")
-	run(t, "ip", "-n", l.cliNS, "link", "set", l.cliIf, "master", bridge)
-	run(t, "ip", "-n", l.cliNS, "link", "set", bridge, "up")
+	bridge := guestBridge(t, l)
 
 	const mac = "52:54:00:4d:00:46"
 	pool := v6Pool("guestnet6", map[string]string{"198.18.0.41": mac},
@@ -160,20 +141,7 @@ func TestRealVMGetsBothAddresses(t *testing.T) {
 	a.waitReady(t)
 
 	ctx := context.Background()
-	console := filepath.Join(t.TempDir(), "console.log")
-	v, err := vm.Start(ctx, vm.Options{MAC: mac, Netns: l.cliNS, Bridge: bridge, ConsoleLog: console})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := v.Stop(); err != nil {
-			t.Errorf("stop VM: %v", err)
-		}
-		if t.Failed() {
-			out, _ := os.ReadFile(console)
-			t.Logf("VM console:\n%s", tail(string(out), 60))
-		}
-	})
+	v := startGuest(ctx, t, l, bridge, mac)
 	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	bound, err := v.WaitLease(wctx)
@@ -232,4 +200,36 @@ func checkGuest(t *testing.T, e vm.Event) {
 		e.LeaseTime != want.LeaseTime || e.ServerID != want.ServerID || e.Domain != want.Domain {
 		t.Errorf("guest holds\n %s domain %q\nwant\n %s domain %q\nconsole line: %s", e, e.Domain, want, want.Domain, e.Line)
 	}
+}
+
+// guestBridge puts the client end of the link into a bridge for the test
+// VM's tap, as a VM network's bridge on a node.
+func guestBridge(t *testing.T, l *link) string {
+	t.Helper()
+	bridge := "vmbr" + l.cliIf[2:]
+	run(t, "ip", "-n", l.cliNS, "link", "add", bridge, "type", "bridge")
+	run(t, "ip", "-n", l.cliNS, "link", "set", l.cliIf, "master", bridge)
+	run(t, "ip", "-n", l.cliNS, "link", "set", bridge, "up")
+	return bridge
+}
+
+// startGuest boots the test VM with mac on bridge; it is stopped when the
+// test ends, its console shown if the test failed.
+func startGuest(ctx context.Context, t *testing.T, l *link, bridge, mac string) *vm.VM {
+	t.Helper()
+	console := filepath.Join(t.TempDir(), "console.log")
+	v, err := vm.Start(ctx, vm.Options{MAC: mac, Netns: l.cliNS, Bridge: bridge, ConsoleLog: console})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := v.Stop(); err != nil {
+			t.Errorf("stop VM: %v", err)
+		}
+		if t.Failed() {
+			out, _ := os.ReadFile(console)
+			t.Logf("VM console:\n%s", tail(string(out), 60))
+		}
+	})
+	return v
 }
