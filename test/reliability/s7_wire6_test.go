@@ -15,6 +15,13 @@ import (
 // in the guests, and the same checker as IPv4 applies (see
 // wire_check_test.go). Fewer guests than S7A/S7B keep the two scenarios
 // within about four minutes.
+//
+// The assertions are the shared ones of s7_wire_test.go: wireRun.finish
+// fails the test on any address held by two guests, any failed duplicate
+// address detection, any address held past the valid lifetime after its
+// MAC lost it, failed churn operations or no convergence. Shown to fail
+// with an agent that handed one address to two MACs (90 violations in
+// S7C) and with the IPv6 quarantine removed (docs/reliability.md).
 func TestS7Wire6(t *testing.T) {
 	needRootAndTools(t, "ip", "dhclient")
 	cp := startControlPlane(t, nil)
