@@ -100,19 +100,15 @@ func (l *Leaser6) ClientMAC(req dhcpv6.DHCPv6, msg *dhcpv6.Message) (net.Hardwar
 			return d.LinkLayerAddr, ByDUID
 		}
 	}
-	var peer netip.Addr
-	if firstHop != nil {
-		peer, _ = netip.AddrFromSlice(firstHop.PeerAddr)
-	} else {
-		src, ok := l.source(msg)
-		if !ok {
-			return nil, ""
-		}
-		if len(src.MAC) == 6 {
+	if firstHop == nil {
+		// Received directly: the packet socket records only Ethernet
+		// sources, so the frame's MAC is all there is to look at.
+		if src, ok := l.source(msg); ok && len(src.MAC) == 6 {
 			return src.MAC, ByLinkSource
 		}
-		peer = src.Addr
+		return nil, ""
 	}
+	peer, _ := netip.AddrFromSlice(firstHop.PeerAddr)
 	if !peer.Is6() || !peer.IsLinkLocalUnicast() {
 		return nil, ""
 	}

@@ -27,12 +27,7 @@ import (
 //
 //	srvNS: agent on srvIf (198.18.0.2)  <-veth->  cliNS: cliIf - bridge - tap - QEMU guest
 func TestRealVMGetsItsLeaseAndRenews(t *testing.T) {
-	if err := vm.Available(""); err != nil {
-		if skipReason != "" {
-			t.Skip(skipReason)
-		}
-		t.Fatalf("%v (make test installs both)", err)
-	}
+	needVM(t)
 	cp := startControlPlane(t)
 	l := newLink(t)
 	proxyAPIServer(t, l.srvNS, cp.hostPort)
@@ -116,12 +111,7 @@ func TestRealVMGetsItsLeaseAndRenews(t *testing.T) {
 // IPv6 answer from the agent the test fails (no bound6 line within a
 // minute of the IPv4 lease).
 func TestRealVMGetsBothAddresses(t *testing.T) {
-	if err := vm.Available(""); err != nil {
-		if skipReason != "" {
-			t.Skip(skipReason)
-		}
-		t.Fatalf("%v (make test installs both)", err)
-	}
+	needVM(t)
 	cp := startControlPlane(t)
 	l := newLink(t)
 	noDAD(t, l)
@@ -232,4 +222,16 @@ func startGuest(ctx context.Context, t *testing.T, l *link, bridge, mac string) 
 		}
 	})
 	return v
+}
+
+// needVM skips where the package skips (no root), and fails where QEMU or
+// the VM's artifacts are missing: make test installs both.
+func needVM(t *testing.T) {
+	t.Helper()
+	if err := vm.Available(""); err != nil {
+		if skipReason != "" {
+			t.Skip(skipReason)
+		}
+		t.Fatalf("%v (make test installs both)", err)
+	}
 }
